@@ -1,0 +1,134 @@
+"""casebook's command line, a thin LightningCLI:
+
+    casebook fit  --config configs/ppo_trader.yaml [--config configs/presets/debug.yaml] [--trainer.max_epochs=3]
+    casebook test --config configs/ppo_trader.yaml --ckpt_path last
+
+What it adds to LightningCLI, and nothing task-specific:
+- a ModelCheckpoint writing ``<default_root_dir>/checkpoints`` with ``last.ckpt``, so ``--ckpt_path last`` resumes;
+- values the data decides (``observation_shape``, ``vocab_size``, ...) linked from the datamodule to the
+  model at instantiation, for whichever of them the chosen classes have;
+- W&B as the default logger, offline unless credentials exist, written under ``default_root_dir``;
+- ``casebook test`` writes ``<default_root_dir>/test_metrics.json``;
+- bad input and non-finite training stop with one line, not a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+# Importing the task packages registers their classes, so configs may name them briefly.
+import datamodules  # noqa: F401
+import lightning_modules  # noqa: F401
+from callbacks import NonFiniteError
+from datamodules.errors import DataError
+
+# Attributes a datamodule may expose and a model may accept; each present pair is linked.
+DATA_TO_MODEL_LINKS = (
+    "observation_shape",
+    "num_actions",
+    "action_mode",
+    "vocab_size",
+    "pad_token_id",
+    "feature_dim",
+    "frame_shape",
+)
+DEFAULT_ROOT_DIR = "runs/default"
+
+
+def wandb_offline_unless_logged_in() -> None:
+    """W&B never prompts and never needs the network: without an API key it runs offline."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    os.environ["WANDB_MODE"] = "offline"
+
+
+def checkpoint_dir(default_root_dir: str | None) -> str:
+    return str(Path(default_root_dir or DEFAULT_ROOT_DIR) / "checkpoints")
+
+
+class CasebookCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        wandb_offline_unless_logged_in()
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "trainer.default_root_dir": DEFAULT_ROOT_DIR,
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.WandbLogger",
+                    "init_args": {"project": "casebook"},
+                },
+            }
+        )
+        parser.link_arguments(
+            "trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir
+        )
+        for name in DATA_TO_MODEL_LINKS:
+            # jsonargparse skips a link whose source or target the chosen classes do not have.
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Loggers write under default_root_dir unless told otherwise."""
+        config = (
+            self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+        )
+        root = config.trainer.default_root_dir or DEFAULT_ROOT_DIR
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            if (
+                init_args is not None
+                and "save_dir" in init_args
+                and init_args.save_dir in (None, "", ".")
+            ):
+                init_args.save_dir = root
+
+    def after_test(self) -> None:
+        """The results contract: a flat JSON object of every ``test/`` metric, rank 0, overwritten."""
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {
+            key: float(value)
+            for key, value in sorted(self.trainer.callback_metrics.items())
+            if key.startswith("test/")
+        }
+        path = Path(self.trainer.default_root_dir) / "test_metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"test metrics written to {path}")
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        CasebookCLI(args=args)
+    except (DataError, NonFiniteError) as error:
+        print(f"casebook: error: {error}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, DataError) else 3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The command line as a user types it, in subprocesses (fresh interpreter, like a shell)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = """
+model: {class_path: tiny_task.TinyRegressor}
+data: {class_path: tiny_task.TinyDataModule, init_args: {num_features: 3}}
+trainer:
+  max_epochs: 2
+  default_root_dir: %(root)s
+  enable_progress_bar: false
+  enable_model_summary: false
+  log_every_n_steps: 1
+  callbacks:
+    - class_path: callbacks.GradNormMonitor
+      init_args: {log_every_n_steps: 1, activation_every_n_steps: 2}
+    - class_path: callbacks.AdaptiveGradClip
+      init_args: {percentile: 50}
+    - class_path: callbacks.TrainValidSkew
+      init_args: {metrics: [loss]}
+"""
+
+
+def casebook(*args, env, cwd, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "casebook", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    root = tmp_path / "run"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY % {"root": root})
+    return path, root
+
+
+def test_help_lists_the_subcommands(cli_env, tmp_path):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "casebook"), "--help"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in result.stdout
+
+
+def test_fit_resume_and_test_write_metrics_checkpoints_and_csv_logs(cli_env, tmp_path, tiny_config):
+    config, root = tiny_config
+    csv = REPO / "configs/presets/csv.yaml"
+    first = casebook(
+        "fit", "--config", str(config), "--config", str(csv), env=cli_env, cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (root / "checkpoints" / "last.ckpt").exists()
+    metrics_csv = (root / "csv" / "version_0" / "metrics.csv").read_text()
+    for column in (
+        "grad/global_norm",
+        "grad_norm/net.0",
+        "grad/autoclip_threshold",
+        "skew/loss_gap",
+        "activation_dead/net.1",
+    ):
+        assert column in metrics_csv
+
+    # a rerun in the same directory, resuming from last.ckpt, neither fails on the saved config nor restarts
+    again = casebook(
+        "fit",
+        "--config",
+        str(config),
+        "--config",
+        str(csv),
+        "--trainer.max_epochs=3",
+        "--ckpt_path",
+        "last",
+        env=cli_env,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Restoring states from the checkpoint path" in again.stdout + again.stderr
+    assert (root / "checkpoints" / "epoch=2-step=12.ckpt").exists()
+
+    tested = casebook(
+        "test",
+        "--config",
+        str(config),
+        "--config",
+        str(csv),
+        "--ckpt_path",
+        "last",
+        env=cli_env,
+        cwd=tmp_path,
+    )
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    metrics = json.loads((root / "test_metrics.json").read_text())
+    assert list(metrics) == ["test/loss"]
+    assert isinstance(metrics["test/loss"], float)
+
+
+def test_wandb_is_the_default_logger_and_runs_offline_without_credentials(
+    cli_env, tmp_path, tiny_config
+):
+    config, root = tiny_config
+    env = {k: v for k, v in cli_env.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc, no stored key
+    result = casebook(
+        "fit", "--config", str(config), "--trainer.max_epochs=1", env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list((root / "wandb").glob("offline-run-*")), (
+        "expected an offline W&B run under default_root_dir"
+    )
+
+
+def test_unknown_key_and_wrong_type_get_jsonargparse_errors(cli_env, tmp_path, tiny_config):
+    config, _ = tiny_config
+    unknown = casebook(
+        "fit", "--config", str(config), "--model.no_such_option=1", env=cli_env, cwd=tmp_path
+    )
+    assert unknown.returncode != 0
+    assert "no_such_option" in unknown.stderr
+    wrong = casebook(
+        "fit", "--config", str(config), "--trainer.max_epochs=many", env=cli_env, cwd=tmp_path
+    )
+    assert wrong.returncode != 0
+    assert "max_epochs" in wrong.stderr and "many" in wrong.stderr
+    assert "Traceback" not in unknown.stderr + wrong.stderr
+
+
+def test_data_values_are_linked_to_the_model(cli_env, tmp_path, tiny_config):
+    config, _ = tiny_config
+    # TinyRegressor defaults to one input: the fit only runs if the data's 7 features reached the model
+    run = casebook(
+        "fit",
+        "--config",
+        str(config),
+        "--config",
+        str(REPO / "configs/presets/debug.yaml"),
+        "--data.num_features=7",
+        env=cli_env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
