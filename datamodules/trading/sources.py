@@ -1,0 +1,253 @@
+"""Where daily OHLCV bars come from: the `arch` package, CSV files, or a seeded generator.
+
+Every source returns `PriceBars` that passed the same checks (dates strictly increasing, prices
+positive, volume non-negative, high >= low), so nothing downstream re-validates. A bad CSV raises
+`DataError` with one line naming the file, the row and the problem; "row N" is the line number in
+the file, the header being row 1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from datamodules.errors import DataError
+
+ARCH_SOURCES = ("sp500", "nasdaq")
+SOURCES = (*ARCH_SOURCES, "csv", "synthetic")
+CSV_COLUMNS = ("date", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+
+@dataclass(frozen=True)
+class PriceBars:
+    """Daily bars of one asset; arrays are float64 and aligned with `dates`."""
+
+    name: str
+    dates: pd.DatetimeIndex
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    origin: str = ""  # where the bars came from, for error messages: a CSV path, "arch sp500"
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+
+Problem = tuple[np.ndarray, Callable[[int], str]]
+
+
+def raise_first_problem(label: str, first_row: int, problems: list[Problem]) -> None:
+    """Raise for the earliest flagged row; on a tie the problem listed first wins.
+
+    Each problem is (mask over rows, function of the row's index returning its description).
+    """
+    best: tuple[int, int] | None = None
+    for order, (mask, _) in enumerate(problems):
+        hits = np.flatnonzero(mask)
+        if len(hits) and (best is None or hits[0] < best[0]):
+            best = (int(hits[0]), order)
+    if best is not None:
+        i, order = best
+        raise DataError(f"{label}: row {first_row + i}: {problems[order][1](i)}")
+
+
+def check_bars(bars: PriceBars, label: str, first_row: int = 1) -> PriceBars:
+    """Raise `DataError` on the first row that is NaN, non-positive, high < low or out of date order."""
+    problems: list[Problem] = []
+    for column in (*PRICE_COLUMNS, "volume"):
+        values = getattr(bars, column)
+        problems.append((np.isnan(values), lambda i, c=column: f"{c} is NaN"))
+        problems.append((np.isinf(values), lambda i, c=column: f"{c} is not finite"))
+    raise_first_problem(label, first_row, problems)
+
+    problems = []
+    for column in PRICE_COLUMNS:
+        values = getattr(bars, column)
+        problems.append(
+            (values <= 0, lambda i, c=column, v=values: f"{c} is not positive ({v[i]:g})")
+        )
+    problems.append((bars.volume < 0, lambda i: f"volume is negative ({bars.volume[i]:g})"))
+    problems.append(
+        (bars.high < bars.low, lambda i: f"high ({bars.high[i]:g}) is below low ({bars.low[i]:g})")
+    )
+    dates = bars.dates.values
+    same, earlier = np.zeros(len(dates), dtype=bool), np.zeros(len(dates), dtype=bool)
+    same[1:] = dates[1:] == dates[:-1]
+    earlier[1:] = dates[1:] < dates[:-1]
+
+    def day(i: int) -> str:
+        return str(bars.dates[i].date())
+
+    problems.append((same, lambda i: f"duplicate date {day(i)} (same as row {first_row + i - 1})"))
+    problems.append(
+        (
+            earlier,
+            lambda i: (
+                f"date {day(i)} is earlier than row {first_row + i - 1} ({day(i - 1)}); "
+                "sort rows by date"
+            ),
+        )
+    )
+    raise_first_problem(label, first_row, problems)
+    return bars
+
+
+def load_arch(name: str) -> PriceBars:
+    """S&P 500 or NASDAQ Composite daily OHLCV 1999-2018 as shipped in `arch.data`."""
+    if name == "sp500":
+        from arch.data import sp500 as dataset
+    elif name == "nasdaq":
+        from arch.data import nasdaq as dataset
+    else:
+        raise ValueError(f"unknown arch data set {name!r}; expected one of {ARCH_SOURCES}")
+    frame = dataset.load()
+    bars = PriceBars(
+        name=name,
+        dates=pd.DatetimeIndex(frame.index).as_unit("ns"),
+        **{c: frame[c.capitalize()].to_numpy(dtype=np.float64) for c in CSV_COLUMNS[1:]},
+        origin=f"arch {name}",
+    )
+    return check_bars(bars, f"arch {name}", first_row=1)
+
+
+def _parse_dates(text: pd.Series) -> pd.Series:
+    """ISO 8601 first; if that leaves rows unparsed, let pandas infer one format from the data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dates = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+        if dates.isna().any():
+            inferred = pd.to_datetime(text, errors="coerce", utc=True)
+            if inferred.notna().sum() > dates.notna().sum():
+                dates = inferred
+    return dates.dt.tz_localize(None).dt.normalize()
+
+
+def read_price_csv(path: str | Path) -> PriceBars:
+    """One asset from a CSV with columns date, open, high, low, close, volume (any case, any order).
+
+    Other columns are ignored. The asset is named after the file stem.
+    """
+    label = str(path)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{label}: file not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{label}: file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise DataError(f"{label}: not a readable CSV ({reason})") from None
+    columns: dict[str, str] = {}
+    for original in frame.columns:
+        key = str(original).strip().lower()
+        if key in CSV_COLUMNS and key in columns:
+            raise DataError(f"{label}: column '{key}' appears twice")
+        columns[key] = original
+    for required in CSV_COLUMNS:
+        if required not in columns:
+            found = ", ".join(str(c) for c in frame.columns)
+            raise DataError(f"{label}: missing column '{required}' (found: {found})")
+    frame = frame[[columns[c] for c in CSV_COLUMNS]].fillna("")
+    frame.columns = list(CSV_COLUMNS)
+    frame = frame.apply(lambda column: column.str.strip())
+    # A blank line at the very end is an editor artefact, not a NaN row.
+    filled = (frame != "").any(axis=1).to_numpy()
+    frame = frame.iloc[: (np.flatnonzero(filled)[-1] + 1) if filled.any() else 0]
+    if len(frame) == 0:
+        raise DataError(f"{label}: no data rows")
+
+    first_row = 2  # the header is row 1
+    problems: list[Problem] = []
+    raw_dates = frame["date"].to_numpy()
+    dates = _parse_dates(frame["date"])
+    problems.append((raw_dates == "", lambda i: "date is missing"))
+    problems.append(
+        (
+            dates.isna().to_numpy() & (raw_dates != ""),
+            lambda i: f"date is not a date ({raw_dates[i]!r})",
+        )
+    )
+    numbers = {}
+    for column in CSV_COLUMNS[1:]:
+        raw = frame[column]
+        text = raw.to_numpy()
+        numbers[column] = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        empty = text == ""
+        literal_nan = raw.str.lower().isin(["nan", "na", "n/a", "null", "none"]).to_numpy()
+        problems.append((empty, lambda i, c=column: f"{c} is missing"))
+        problems.append((literal_nan, lambda i, c=column: f"{c} is NaN"))
+        problems.append(
+            (
+                np.isnan(numbers[column]) & ~empty & ~literal_nan,
+                lambda i, c=column, t=text: f"{c} is not a number ({t[i]!r})",
+            )
+        )
+    raise_first_problem(label, first_row, problems)
+    bars = PriceBars(
+        name=path.stem, dates=pd.DatetimeIndex(dates).as_unit("ns"), **numbers, origin=label
+    )
+    return check_bars(bars, label, first_row=first_row)
+
+
+def synthetic_bars(
+    name: str,
+    days: int,
+    seed: int,
+    signal_strength: float,
+    volatility: float = 0.01,
+    regime_switch_probability: float = 0.02,
+    start: str = "1999-01-04",
+) -> PriceBars:
+    """Seeded daily bars: regime-switching geometric Brownian motion with a planted signal.
+
+    Two regimes (calm: drift +3e-4/day, volatility `volatility`; turbulent: drift -3e-4/day, twice
+    the volatility) follow a Markov chain that leaves calm with `regime_switch_probability` per day
+    and turbulent three times as fast. Each day's log return splits into an overnight gap
+    (open vs previous close, unpredictable, 0.3x the volatility) and an intraday part (close vs
+    open) whose standardized shock z follows an AR(1): z[t+1] = s z[t] + sqrt(1 - s^2) e[t+1],
+    s = `signal_strength`. So the sign of today's intraday return predicts tomorrow's intraday
+    return with correlation s, which is exactly what an agent acting after today's close and
+    filling at tomorrow's open can trade. s = 0 leaves a plain regime-switching GBM.
+    Business-day dates start at `start`.
+    """
+    if not 0.0 <= signal_strength < 1.0:
+        raise ValueError(f"signal_strength must be in [0, 1), got {signal_strength}")
+    if days < 2:
+        raise ValueError(f"synthetic days must be at least 2, got {days}")
+    rng = np.random.default_rng(seed)
+    leave = np.array([regime_switch_probability, min(1.0, 3 * regime_switch_probability)])
+    switch_draws = rng.random(days)
+    regime = np.zeros(days, dtype=np.int64)
+    for t in range(1, days):
+        previous = regime[t - 1]
+        regime[t] = 1 - previous if switch_draws[t] < leave[previous] else previous
+    drift = np.array([3e-4, -3e-4])[regime]
+    sigma = np.array([1.0, 2.0])[regime] * volatility
+
+    shocks = rng.standard_normal(days)
+    z = np.empty(days)
+    z[0] = shocks[0]
+    keep = np.sqrt(1.0 - signal_strength**2)
+    for t in range(1, days):
+        z[t] = signal_strength * z[t - 1] + keep * shocks[t]
+    gap = 0.3 * sigma * rng.standard_normal(days)
+    intraday = drift - 0.5 * sigma**2 + sigma * z
+
+    log_close = np.log(100.0) + np.cumsum(gap + intraday)
+    close = np.exp(log_close)
+    open_ = np.exp(log_close - intraday)
+    wick_up, wick_down = np.abs(rng.standard_normal((2, days))) * 0.5 * sigma
+    high = np.maximum(open_, close) * np.exp(wick_up)
+    low = np.minimum(open_, close) * np.exp(-wick_down)
+    volume = 1e6 * np.exp(0.4 * regime + 0.25 * rng.standard_normal(days) + 20 * np.abs(intraday))
+    dates = pd.bdate_range(start, periods=days).as_unit("ns")
+    return PriceBars(name, dates, open_, high, low, close, volume, origin=f"synthetic seed {seed}")
