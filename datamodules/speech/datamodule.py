@@ -1,0 +1,296 @@
+"""`SpeechDataModule`: speech and transcripts for wav2vec2 CTC training and distillation.
+
+    casebook fit --config configs/speech.yaml --data.source=tts --data.num_train_sentences=500
+
+Sources (`--data.source`):
+- `tts` (default): an everyday-English corpus synthesized by eSpeak NG on first use and cached
+  under `<cache>/speech/tts-<hash>/`; train, val and test use disjoint voices and sentences.
+- `manifest`: NeMo-style JSONL files (`--data.train_manifest` etc.).
+- `librispeech`: a local LibriSpeech folder (`--data.librispeech_root`).
+
+Batches are dicts: `input_values` (B, T) float, `attention_mask` (B, T), `labels` (B, L) with
+-100 padding, `ids`, `texts`. The character vocabulary is fixed, so `vocab_size` and
+`pad_token_id` exist right after `__init__` for LightningCLI's `link_arguments`.
+"""
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from datamodules.speech.augment import NoiseColor, WaveformAugment
+from datamodules.speech.batching import DurationBatchSampler, EpochSampler
+from datamodules.speech.dataset import SpeechCollator, SpeechDataset
+from datamodules.speech.sources import (
+    BadInputPolicy,
+    OnBadInput,
+    check_utterances,
+    read_librispeech,
+    read_manifest,
+)
+from datamodules.speech.text import LetterCase, build_processor
+from datamodules.speech.tts_corpus import (
+    ACCENTS,
+    TEST_VOICES,
+    TRAIN_VOICES,
+    VAL_VOICES,
+    TtsCorpus,
+    TtsCorpusConfig,
+    generate_tts_corpus,
+)
+
+log = logging.getLogger(__name__)
+
+_STAGE_SPLITS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+    None: ("train", "val", "test"),
+}
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Speech for wav2vec2 CTC: a synthesized, a manifest or a LibriSpeech corpus."""
+
+    def __init__(
+        self,
+        source: Literal["tts", "manifest", "librispeech"] = "tts",
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        librispeech_root: str | None = None,
+        librispeech_train: str = "train-clean-100",
+        librispeech_val: str = "dev-clean",
+        librispeech_test: str = "test-clean",
+        cache_dir: str | None = None,
+        num_train_sentences: int = 4000,
+        num_val_sentences: int = 200,
+        num_test_sentences: int = 200,
+        train_readings_per_sentence: int = 1,
+        accents: list[str] | None = None,
+        train_voices: list[str] | None = None,
+        val_voices: list[str] | None = None,
+        test_voices: list[str] | None = None,
+        speaking_rate_wpm: tuple[int, int] = (140, 200),
+        pitch: tuple[int, int] = (30, 70),
+        corpus_seed: int = 0,
+        batch_size: int = 16,
+        max_batch_seconds: float | None = 160.0,
+        num_workers: int = 0,
+        time_mask_prob: float = 0.0,
+        time_mask_count: int = 2,
+        time_mask_max_ms: float = 80.0,
+        freq_mask_prob: float = 0.0,
+        freq_mask_count: int = 1,
+        freq_mask_max_hz: float = 600.0,
+        noise_snr_db: tuple[float, float] | None = None,
+        noise_prob: float = 1.0,
+        noise_color: NoiseColor = "white",
+        noise_on_eval: bool = False,
+        on_bad_input: OnBadInput = "error",
+        letter_case: LetterCase = "upper",
+        seed: int = 0,
+        sample_rate: int = 16000,
+    ) -> None:
+        """
+        Args:
+            source: `tts` (synthesized on first use), `manifest` (NeMo JSONL) or `librispeech`.
+            train_manifest: `manifest` source: JSONL with audio_filepath, text, duration per row.
+            val_manifest: `manifest` source: validation JSONL.
+            test_manifest: `manifest` source: test JSONL.
+            librispeech_root: `librispeech` source: folder holding the subset folders.
+            librispeech_train: LibriSpeech subset for training.
+            librispeech_val: LibriSpeech subset for validation.
+            librispeech_test: LibriSpeech subset for testing.
+            cache_dir: where the tts corpus is generated; default `$CASEBOOK_CACHE` or `.cache/casebook`.
+            num_train_sentences: tts: distinct training sentences.
+            num_val_sentences: tts: distinct validation sentences (one reading each).
+            num_test_sentences: tts: distinct test sentences (one reading each).
+            train_readings_per_sentence: tts: distinct training voices reading each train sentence.
+            accents: tts: eSpeak English accents to draw from; default all eight shipped.
+            train_voices: tts: eSpeak voice variants (speakers) for training; default built-in list.
+            val_voices: tts: validation speakers, disjoint from the others.
+            test_voices: tts: test speakers, never heard in training or validation.
+            speaking_rate_wpm: tts: speaking rate range in words per minute.
+            pitch: tts: eSpeak pitch range (0-100; 50 is the voice's own).
+            corpus_seed: tts: seed of the sentences and voice choices (part of the cache key).
+            batch_size: most utterances per batch.
+            max_batch_seconds: most padded seconds per batch (items x longest); None: no limit.
+            num_workers: DataLoader worker processes.
+            time_mask_prob: train: probability an utterance gets time masks (zeroed spans);
+                wav2vec2's own `mask_time_prob` is the model-side alternative.
+            time_mask_count: train: time masks per masked utterance.
+            time_mask_max_ms: train: longest time mask in milliseconds.
+            freq_mask_prob: train: probability an utterance gets frequency masks (zeroed bands).
+            freq_mask_count: train: frequency masks per masked utterance.
+            freq_mask_max_hz: train: widest frequency mask in Hz.
+            noise_snr_db: (low, high) SNR range in dB of added Gaussian noise; None: no noise.
+            noise_prob: probability an utterance gets noise.
+            noise_color: `white` or `pink` noise.
+            noise_on_eval: also add noise to val and test, the same noise every epoch.
+            on_bad_input: `error` stops at the first bad utterance; `skip` drops and counts them.
+            letter_case: case of the letters in the vocabulary (`upper` as wav2vec2-base-960h).
+            seed: seed of batch shuffling and augmentation.
+            sample_rate: audio sample rate the model reads.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.source = source
+        self.sample_rate = sample_rate
+        self.letter_case = letter_case
+        self.processor = build_processor(letter_case, sample_rate)
+        self.vocab_size: int = len(self.processor.tokenizer)
+        self.pad_token_id: int = self.processor.tokenizer.pad_token_id
+        self.policy = BadInputPolicy(on_bad_input)
+        self.augment = WaveformAugment(
+            sample_rate=sample_rate,
+            noise_snr_db=tuple(noise_snr_db) if noise_snr_db is not None else None,
+            noise_prob=noise_prob,
+            noise_color=noise_color,
+            freq_mask_prob=freq_mask_prob,
+            freq_mask_count=freq_mask_count,
+            freq_mask_max_hz=freq_mask_max_hz,
+            time_mask_prob=time_mask_prob,
+            time_mask_count=time_mask_count,
+            time_mask_max_ms=time_mask_max_ms,
+        )
+        self.tts_config = TtsCorpusConfig(
+            num_train_sentences=num_train_sentences,
+            num_val_sentences=num_val_sentences,
+            num_test_sentences=num_test_sentences,
+            train_readings_per_sentence=train_readings_per_sentence,
+            accents=tuple(accents or ACCENTS),
+            train_voices=tuple(train_voices or TRAIN_VOICES),
+            val_voices=tuple(val_voices or VAL_VOICES),
+            test_voices=tuple(test_voices or TEST_VOICES),
+            rate_wpm=tuple(speaking_rate_wpm),
+            pitch=tuple(pitch),
+            seed=corpus_seed,
+            sample_rate=sample_rate,
+        )
+        self.corpus: TtsCorpus | None = None
+        self.datasets: dict[str, SpeechDataset] = {}
+        self._collator = SpeechCollator(self.processor, sample_rate)
+
+    # ------------------------------------------------------------------ data preparation
+
+    def prepare_data(self) -> None:
+        """Synthesize the tts corpus if the cache lacks it (Lightning runs this on one process)."""
+        if self.source == "tts":
+            self.corpus = generate_tts_corpus(self.tts_config, self.hparams.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and check the splits `stage` needs (bad input raises or is counted)."""
+        for split in _STAGE_SPLITS[stage]:
+            if split not in self.datasets:
+                self.datasets[split] = self._build_dataset(split)
+        if self.policy.counts:
+            log.warning("skipped bad input: %s", self.bad_input_counts)
+
+    def _raw_utterances(self, split: str):
+        hp = self.hparams
+        if self.source == "tts":
+            if self.corpus is None:  # setup() without prepare_data(), e.g. outside a Trainer
+                self.corpus = generate_tts_corpus(self.tts_config, hp.cache_dir)
+            return read_manifest(self.corpus.manifests[split], split, self.policy)
+        if self.source == "manifest":
+            path = {"train": hp.train_manifest, "val": hp.val_manifest, "test": hp.test_manifest}[
+                split
+            ]
+            if path is None:
+                raise ValueError(f"source 'manifest' needs --data.{split}_manifest")
+            return read_manifest(path, split, self.policy)
+        if self.source == "librispeech":
+            if hp.librispeech_root is None:
+                raise ValueError("source 'librispeech' needs --data.librispeech_root")
+            subset = {
+                "train": hp.librispeech_train,
+                "val": hp.librispeech_val,
+                "test": hp.librispeech_test,
+            }[split]
+            return read_librispeech(hp.librispeech_root, subset, self.policy)
+        raise ValueError(f"unknown source {self.source!r}: use tts, manifest or librispeech")
+
+    def _build_dataset(self, split: str) -> SpeechDataset:
+        utterances = check_utterances(
+            self._raw_utterances(split),
+            split,
+            self.policy,
+            self.processor.tokenizer,
+            self.sample_rate,
+            self.letter_case,
+        )
+        if not utterances:
+            raise ValueError(f"the {split} split has no usable utterances")
+        noisy_eval = self.hparams.noise_on_eval and self.augment.noise_snr_db is not None
+        if split == "train":
+            augment = self.augment
+        elif noisy_eval:  # noise only: masking is a training regularizer
+            augment = WaveformAugment(
+                sample_rate=self.sample_rate,
+                noise_snr_db=self.augment.noise_snr_db,
+                noise_prob=self.augment.noise_prob,
+                noise_color=self.augment.noise_color,
+            )
+        else:
+            augment = None
+        return SpeechDataset(
+            utterances,
+            split,
+            self.sample_rate,
+            augment=augment,
+            fixed_noise=split != "train",
+            seed=self.hparams.seed,
+            policy=self.policy,
+        )
+
+    # ------------------------------------------------------------------ public helpers
+
+    @property
+    def bad_input_counts(self) -> dict[str, int]:
+        """Skipped utterances per `<split>/skipped_<reason>` (skip mode), e.g. for `log_dict`."""
+        return dict(sorted(self.policy.counts.items()))
+
+    def save_processor(self, directory: str | Path) -> Path:
+        """Write the processor (vocab.json, tokenizer and feature extractor configs) to `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.processor.save_pretrained(str(directory))
+        return directory
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        dataset = self.datasets[split]
+        batch_sampler = DurationBatchSampler(
+            EpochSampler(dataset),
+            self.hparams.batch_size,
+            durations=dataset.durations,
+            max_batch_seconds=self.hparams.max_batch_seconds,
+            shuffle=split == "train",
+            seed=self.hparams.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self._collator,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
