@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -106,6 +107,37 @@ class CasebookCLI(LightningCLI):
                 and init_args.save_dir in (None, "", ".")
             ):
                 init_args.save_dir = root
+
+    def resolve_best_checkpoint(self) -> None:
+        """``--ckpt_path best`` in a new process: Lightning only knows the best checkpoint inside
+        the process that trained, so read it from the ModelCheckpoint state saved in last.ckpt."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "best" or getattr(
+            self.trainer.checkpoint_callback, "best_model_path", ""
+        ):
+            return
+        last = Path(self.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+        if not last.exists():
+            raise DataError(
+                f"--ckpt_path best: no {last} to read the best checkpoint from; run fit first"
+            )
+        states = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+        best = next(
+            (
+                s.get("best_model_path")
+                for k, s in states.items()
+                if k.startswith("ModelCheckpoint")
+            ),
+            None,
+        )
+        if not best or not Path(best).exists():
+            raise DataError(
+                f"--ckpt_path best: {last} records no existing best checkpoint (is checkpoint.monitor set?)"
+            )
+        print(f"best checkpoint: {best}")
+        config["ckpt_path"] = best
+
+    before_validate = before_test = before_predict = resolve_best_checkpoint
 
     def after_test(self) -> None:
         """The results contract: a flat JSON object of every ``test/`` metric, rank 0, overwritten."""

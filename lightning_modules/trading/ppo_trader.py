@@ -492,9 +492,10 @@ class PPOTrader(L.LightningModule):
         for path in paths:
             try:
                 checkpoint = torch.load(path, map_location=self.device, weights_only=True)
-            except (OSError, RuntimeError, ValueError) as error:
+            except Exception as error:  # OSError, pickle.UnpicklingError, RuntimeError, ...
+                first = (str(error).strip().splitlines() or [""])[0]
                 raise DataError(
-                    f"{path}: cannot read ensemble checkpoint ({error.__class__.__name__}: {error})"
+                    f"{path}: cannot read ensemble checkpoint ({error.__class__.__name__}: {first})"
                 ) from None
             state = {
                 k.removeprefix("policy."): v
