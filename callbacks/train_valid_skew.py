@@ -80,7 +80,7 @@ class TrainValidSkew(Callback):
                 logs[f"skew/{name}_ratio"] = values["val"] / values["train"]
             self._track_growth(trainer, name, gap)
         if logs:
-            pl_module.log_dict(logs, on_step=False, on_epoch=True)
+            pl_module.log_dict(logs, on_step=False, on_epoch=True, sync_dist=True)
 
     def _track_growth(self, trainer: Trainer, name: str, gap: float) -> None:
         previous = self.last_gap.get(name)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SUPPORT = Path(__file__).parent / "support"
 REPO = Path(__file__).parent.parent
@@ -16,6 +17,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# Tests use tiny tensors: one intra-op thread avoids thread start-up and spin costs, and keeps
+# timings sane when the machine is shared (two threads on two busy cores can be 10x slower).
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def cli_env(tmp_path):
@@ -25,4 +30,5 @@ def cli_env(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
     env["CASEBOOK_CACHE"] = env.get("CASEBOOK_CACHE", str(tmp_path / "cache"))
     env["WANDB_MODE"] = "offline"
+    env["OMP_NUM_THREADS"] = "1"
     return env

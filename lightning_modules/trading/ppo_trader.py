@@ -238,11 +238,12 @@ class PPOTrader(L.LightningModule):
         stats["lr"] = torch.tensor(optimizer.param_groups[0]["lr"])
         if rollout.episode_log_returns:
             stats["episode_return"] = torch.tensor(rollout.episode_log_returns).mean()
+        # Episodes all last episode_length steps, so every DDP rank logs the same keys each step.
         self.log_dict(
             {f"train/{k}": v for k, v in stats.items()},
             on_step=False,
             on_epoch=True,
-            prog_bar=False,
+            sync_dist=True,
         )
 
     def update(
@@ -323,7 +324,12 @@ class PPOTrader(L.LightningModule):
                     history, (policy_loss, value_loss, entropy, aux_loss, approx_kl, clip_fraction)
                 ):
                     history[key].append(value_.detach())
-            if ppo and hp.target_kl is not None and approx_kl > hp.target_kl:
+            # Every DDP rank must take the same number of steps: decide on the mean KL of all ranks.
+            if (
+                ppo
+                and hp.target_kl is not None
+                and self.trainer.strategy.reduce(approx_kl, reduce_op="mean") > hp.target_kl
+            ):
                 break
         return {k: torch.stack(v).mean() for k, v in history.items()}
 
@@ -388,7 +394,7 @@ class PPOTrader(L.LightningModule):
                         if not k.startswith("buy_and_hold")
                     }
                 )
-        self.log_dict(metrics, batch_size=1)
+        self.log_dict(metrics, batch_size=1, sync_dist=True)
         return metrics
 
     def score(
