@@ -167,3 +167,18 @@ def test_missing_csv_path_is_one_line_naming_the_path(cli_env, tmp_path):
     ]
     assert len(error_lines) == 1 and str(missing) in error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_ddp_two_cpu_processes_train_and_checkpoint(cli_env, tmp_path):
+    root = tmp_path / "ddp"
+    result = casebook(
+        "fit", "--config", str(REPO / "configs/ppo_trader.yaml"), "--config", str(REPO / "configs/presets/ddp_cpu.yaml"),
+        "--config", str(REPO / "configs/presets/csv.yaml"), f"--trainer.default_root_dir={root}",
+        "--data.source=synthetic", "--data.synthetic_days=3000", "--data.train_end=2006-12-31",
+        "--data.valid_end=2008-06-30", "--data.window=8", "--data.num_envs=8", "--data.episode_length=16",
+        "--data.iterations_per_epoch=2", "--model.depth=2", "--model.rollout_steps=8", "--model.target_kl=0.001",
+        "--trainer.max_epochs=1", env=cli_env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
+    assert (root / "checkpoints" / "last.ckpt").exists()
