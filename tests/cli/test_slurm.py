@@ -1,0 +1,111 @@
+"""SLURM: Lightning's own SLURMEnvironment and auto-requeue, and the sbatch templates' commands."""
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import Callback
+from tiny_task import TinyDataModule, TinyRegressor
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = sorted((REPO / "configs" / "slurm").glob("*.sbatch"))
+
+
+@pytest.fixture
+def one_task_slurm_job(monkeypatch, tmp_path):
+    """The environment srun gives a one-task job, and a stand-in `scontrol` that records its call."""
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_NAME": "casebook-test",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODEID": "0",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODELIST": "localhost",
+    }.items():
+        monkeypatch.setenv(key, value)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path
+
+
+class SignalAtStep(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)  # what SLURM sends 90 s before the time limit
+
+
+def test_lightning_selects_slurm_environment_and_sigusr1_saves_hpc_checkpoint_and_requeues(
+    one_task_slurm_job,
+):
+    root = one_task_slurm_job / "run"
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        trainer = L.Trainer(
+            max_steps=4,
+            default_root_dir=root,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[SignalAtStep(2)],
+        )
+        assert isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)
+        trainer.fit(TinyRegressor(feature_dim=4), TinyDataModule())
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert (root / "hpc_ckpt_1.ckpt").exists()
+    assert (one_task_slurm_job / "scontrol.log").read_text().split() == ["requeue", "4242"]
+
+    # the requeued job (same job id, same default_root_dir) resumes from that checkpoint by itself
+    resumed = L.Trainer(
+        max_steps=5,
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    resumed.fit(TinyRegressor(feature_dim=4), TinyDataModule())
+    assert resumed.ckpt_path == str(root / "hpc_ckpt_1.ckpt")
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[t.stem for t in TEMPLATES])
+def test_sbatch_template_requeues_and_its_commands_parse(template, cli_env, tmp_path):
+    text = template.read_text()
+    assert "#SBATCH --signal=SIGUSR1@90" in text and "#SBATCH --requeue" in text
+    assert re.search(r"#SBATCH --ntasks-per-node=\d+", text)
+    assert '--trainer.num_nodes="${SLURM_JOB_NUM_NODES}"' in text
+    assert '--trainer.devices="${SLURM_NTASKS_PER_NODE}"' in text
+    assert 'ROOT="runs/' in text and "${SLURM_JOB_ID}" in text  # stable across requeues
+    env = dict(cli_env, SLURM_JOB_ID="7", SLURM_JOB_NUM_NODES="1", SLURM_NTASKS_PER_NODE="2")
+    commands = re.findall(
+        r"srun (?:--ntasks=1 )?\.venv/bin/casebook (.+?)(?:\n\n|\Z)",
+        text.replace("\\\n", " "),
+        re.S,
+    )
+    assert commands, "no casebook command found"
+    values = dict(env, ROOT=str(tmp_path / "root"))
+    for command in commands:
+        arguments = [
+            re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], a) for a in shlex.split(command)
+        ]
+        result = subprocess.run(
+            [sys.executable, "-m", "casebook", *arguments, "--print_config"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
