@@ -93,11 +93,18 @@ class CasebookCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Loggers write under default_root_dir unless told otherwise."""
+        """A W&B sweep trial gets a directory of its own; loggers write under default_root_dir."""
         config = (
             self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
         )
         root = config.trainer.default_root_dir or DEFAULT_ROOT_DIR
+        sweep_id, run_id = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+        if sweep_id and run_id and self.subcommand in (None, "fit"):
+            # Trials of one sweep share the command line, so without this they would share (and
+            # overwrite) checkpoints and test_metrics.json.
+            root = str(Path(root) / f"sweep-{sweep_id}" / run_id)
+            config.trainer.default_root_dir = root
+            config.checkpoint.dirpath = checkpoint_dir(root)
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init_args = getattr(logger, "init_args", None)
