@@ -49,8 +49,8 @@ def layer_name(parameter_name: str) -> str:
 
 
 class GradNormMonitor(Callback):
-    """Logs gradient norms (global every step, per layer every N steps), parameter norms and
-    sampled activation statistics; warns once per layer on exploding or vanishing gradients;
+    """Logs gradient norms (global and per layer), the parameter norm and activation statistics
+    on sampled steps; warns once per layer on exploding or vanishing gradients;
     stops (after saving a checkpoint), skips the step, or warns on a non-finite loss or gradient."""
 
     def __init__(
@@ -67,7 +67,8 @@ class GradNormMonitor(Callback):
         """
         Args:
             norm_type: the p of the p-norm used for every gradient and parameter norm.
-            log_every_n_steps: per-layer gradient and parameter norms are logged every N optimizer steps.
+            log_every_n_steps: gradient and parameter norms are logged every N optimizer steps (every
+                step costs one fused norm over all gradients and the non-finite check).
             activation_every_n_steps: forward hooks record activation statistics on every N-th training
                 batch only, so the monitor stays cheap; 0 turns activation statistics off.
             activation_types: module class names whose outputs are recorded (default: Linear, Conv,
@@ -110,8 +111,7 @@ class GradNormMonitor(Callback):
         per_param = torch._foreach_norm(grads, self.norm_type)  # one fused kernel over all grads
         per_param = torch.stack(per_param).float()
         global_norm = torch.linalg.vector_norm(per_param, self.norm_type)
-        self.last_global_norm = float(global_norm)
-        pl_module.log("grad/global_norm", global_norm, on_step=True, on_epoch=False)
+        self.last_global_norm = float(global_norm)  # the one host sync per step
 
         if not math.isfinite(self.last_global_norm):
             bad = sorted(
@@ -127,6 +127,11 @@ class GradNormMonitor(Callback):
                     p.grad = None
             return
 
+        # Per-layer work only on sampled steps, or when some layer may have exploded (a layer above
+        # the threshold implies the global norm is above it too), so most steps cost one fused norm.
+        sampled = trainer.global_step % self.log_every_n_steps == 0
+        if not sampled and self.last_global_norm <= self.explode_threshold:
+            return
         # Group parameters into layers: the norm of a layer is the norm of its parameters' norms.
         squares: dict[str, float] = defaultdict(float)
         for (name, _), value in zip(named, per_param.tolist()):
@@ -134,22 +139,15 @@ class GradNormMonitor(Callback):
         self.last_layer_norms = {k: v ** (1.0 / self.norm_type) for k, v in squares.items()}
         for layer, value in self.last_layer_norms.items():
             if value > self.explode_threshold:
-                self._warn_once(
-                    layer,
-                    "explode",
-                    f"{value:.3g} > explode_threshold={self.explode_threshold:g}",
-                    trainer,
-                )
-            elif value < self.vanish_threshold:
-                self._warn_once(
-                    layer,
-                    "vanish",
-                    f"{value:.3g} < vanish_threshold={self.vanish_threshold:g}",
-                    trainer,
-                )
+                detail = f"{value:.3g} > explode_threshold={self.explode_threshold:g}"
+                self._warn_once(layer, "explode", detail, trainer)
+            elif sampled and value < self.vanish_threshold:
+                detail = f"{value:.3g} < vanish_threshold={self.vanish_threshold:g}"
+                self._warn_once(layer, "vanish", detail, trainer)
 
-        if trainer.global_step % self.log_every_n_steps == 0:
+        if sampled:
             metrics = {f"grad_norm/{k}": v for k, v in self.last_layer_norms.items()}
+            metrics["grad/global_norm"] = self.last_global_norm
             param_norms = torch.stack(
                 torch._foreach_norm([p.detach() for _, p in named], self.norm_type)
             )
