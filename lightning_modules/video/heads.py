@@ -1,0 +1,198 @@
+"""StepAligner's heads: embedded frames (B, T, E) and steps (B, S, E) -> where each step is.
+
+Interval heads predict each step's (start, end) as fractions of the video:
+- `SimilarityRegressionHead` (baseline 1): a linear model on the span of frames most similar to
+  the step text;
+- `LSTMAttentionHead` (baseline 2): a BiLSTM over frames, attention from the step text, and
+  regression from the attention weights (ABLR, Yuan et al. 2019).
+Frame-classification heads score every frame as background (0) or step 1..S:
+- `AttendAlignHead` (main): self-attention over frames, cross-attention to all step texts jointly;
+- `zero_shot_logits`: the pretrained similarities with a per-video background level, no training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def step_order_prior(step_mask: Tensor) -> Tensor:
+    """(B, S, 2): [(k - 1) / n, k / n] for the k-th of n steps, where an even split puts it."""
+    count = step_mask.sum(1, keepdim=True).clamp_min(1).float()
+    k = torch.arange(step_mask.shape[1], device=step_mask.device).float()[None]
+    return torch.stack([k / count, (k + 1) / count], -1)
+
+
+def interval_from_weights(weights: Tensor, frame_mask: Tensor) -> Tensor:
+    """(B, S, T) weights over frames (summing to 1) -> (B, S, 2) the interval centred on the
+    weighted mean frame position, half as wide as sqrt(3 var + 1 / (4 T^2)), in fractions of the
+    video: exactly [start, end) when the weights are uniform over a segment of n frames (whose
+    positions have var = (n^2 - 1) / (12 T^2))."""
+    lengths = frame_mask.sum(1, keepdim=True).clamp_min(1).float()  # (B, 1)
+    frames = torch.arange(frame_mask.shape[1], device=weights.device)[None]
+    position = ((frames + 0.5) / lengths)[:, None, :]  # (B, 1, T)
+    mean = (weights * position).sum(-1)
+    var = (weights * (position - mean[..., None]) ** 2).sum(-1)
+    half = (3 * var + 0.25 / lengths**2).sqrt()
+    return torch.stack([mean - half, mean + half], -1)
+
+
+def ordered_interval(start_end: Tensor) -> Tensor:
+    """(..., 2) -> the same ends with start <= end, so GIoU sees a proper interval."""
+    return torch.stack([start_end.min(-1).values, start_end.max(-1).values], -1)
+
+
+def cosine_similarity(steps: Tensor, frames: Tensor) -> Tensor:
+    """(B, S, E), (B, T, E) -> (B, S, T)."""
+    return F.normalize(steps, dim=-1) @ F.normalize(frames, dim=-1).transpose(1, 2)
+
+
+class SimilarityRegressionHead(nn.Module):
+    """Baseline 1: each step's cosine similarity to every frame, z-scored over the video and
+    softmaxed with a learned sharpness, gives a soft span of frames (`interval_from_weights`); a
+    linear model maps (that span, the even-split prior of the step) to (start, end). It starts
+    as the identity on the span, so training only has to learn how far to trust it."""
+
+    def __init__(self, sharpness: float = 2.0) -> None:
+        super().__init__()
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(sharpness)))
+        self.linear = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]))
+            self.linear.bias.zero_()
+
+    def forward(
+        self, frames: Tensor, steps: Tensor, frame_mask: Tensor, step_mask: Tensor
+    ) -> Tensor:
+        similarity = cosine_similarity(steps, frames)  # (B, S, T)
+        real = frame_mask[:, None, :].expand_as(similarity)
+        count = real.sum(-1, keepdim=True).clamp_min(1)
+        mean = similarity.masked_fill(~real, 0).sum(-1, keepdim=True) / count
+        var = ((similarity - mean) ** 2).masked_fill(~real, 0).sum(-1, keepdim=True) / count
+        z = (similarity - mean) / var.sqrt().clamp_min(1e-4)
+        weights = (self.log_sharpness.exp() * z).masked_fill(~real, float("-inf")).softmax(-1)
+        span = interval_from_weights(weights, frame_mask)
+        return ordered_interval(self.linear(torch.cat([span, step_order_prior(step_mask)], -1)))
+
+
+class LSTMAttentionHead(nn.Module):
+    """Baseline 2 (after ABLR, Yuan et al. 2019): a BiLSTM over frames; the step text attends
+    over its outputs; the attention weights give a soft span (`interval_from_weights`), and an MLP on
+    (attended context, text, span, even-split prior) corrects it into (start, end)."""
+
+    def __init__(self, embed_dim: int, hidden: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.query = nn.Linear(embed_dim, 2 * hidden)
+        self.correct = nn.Sequential(
+            nn.Linear(4 * hidden + 4, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 2),
+        )
+        nn.init.zeros_(self.correct[-1].weight)  # start from the attention span itself
+        nn.init.zeros_(self.correct[-1].bias)
+
+    def forward(
+        self, frames: Tensor, steps: Tensor, frame_mask: Tensor, step_mask: Tensor
+    ) -> Tensor:
+        lengths = frame_mask.sum(1).clamp_min(1).cpu()
+        packed = pack_padded_sequence(frames, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=frames.shape[1])
+        query = self.query(steps)  # (B, S, 2h)
+        scores = query @ out.transpose(1, 2) / math.sqrt(out.shape[-1])  # (B, S, T)
+        attention = scores.masked_fill(~frame_mask[:, None, :], float("-inf")).softmax(-1)
+        context = attention @ out  # (B, S, 2h)
+        span = interval_from_weights(attention, frame_mask)
+        prior = step_order_prior(step_mask)
+        correction = self.correct(torch.cat([context, query, span, prior], -1))
+        return ordered_interval(span + correction)
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
+    """(length, dim) sine/cosine position codes (Vaswani et al. 2017)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    frequency = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
+    )
+    codes = torch.zeros(length, dim, device=device)
+    codes[:, 0::2] = torch.sin(position * frequency)
+    codes[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+    return codes
+
+
+class AttendAlignHead(nn.Module):
+    """Main head: frames (with absolute and relative positions) self-attend and cross-attend to
+    all step texts of the video at once (each text plus an embedding of its place in the list),
+    then each frame scores background (a linear read-out) and every step (dot product with that
+    step's key). Returns logits (B, T, S + 1), padded steps at -inf."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        hidden: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+        max_steps: int = 64,
+    ) -> None:
+        super().__init__()
+        self.hidden, self.max_steps = hidden, max_steps
+        self.frame_in = nn.Linear(embed_dim, hidden)
+        self.relative_position = nn.Linear(1, hidden)
+        self.step_in = nn.Linear(embed_dim, hidden)
+        self.step_order = nn.Embedding(max_steps, hidden)
+        layer = nn.TransformerDecoderLayer(
+            hidden, heads, 4 * hidden, dropout, batch_first=True, norm_first=True
+        )
+        self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(hidden))
+        self.step_key = nn.Linear(hidden, hidden)
+        self.background = nn.Linear(hidden, 1)
+
+    def forward(
+        self, frames: Tensor, steps: Tensor, frame_mask: Tensor, step_mask: Tensor
+    ) -> Tensor:
+        batch, num_frames, _ = frames.shape
+        lengths = frame_mask.sum(1, keepdim=True).clamp_min(1).float()
+        relative = (torch.arange(num_frames, device=frames.device)[None] / lengths)[..., None]
+        x = (
+            self.frame_in(frames)
+            + sinusoidal_positions(num_frames, self.hidden, frames.device)
+            + self.relative_position(relative)
+        )
+        order = torch.arange(steps.shape[1], device=steps.device).clamp(max=self.max_steps - 1)
+        memory = self.step_in(steps) + self.step_order(order)[None]
+        x = self.decoder(
+            x, memory, tgt_key_padding_mask=~frame_mask, memory_key_padding_mask=~step_mask
+        )
+        step_logits = x @ self.step_key(memory).transpose(1, 2) / math.sqrt(self.hidden)
+        step_logits = step_logits.masked_fill(~step_mask[:, None, :], float("-inf"))
+        return torch.cat([self.background(x), step_logits], -1)
+
+
+def zero_shot_logits(
+    frames: Tensor,
+    steps: Tensor,
+    frame_mask: Tensor,
+    step_mask: Tensor,
+    logit_scale: Tensor,
+    background_quantile: float = 0.75,
+) -> Tensor:
+    """(B, T, S + 1) logits from pretrained embeddings alone: a step's logit is its scaled
+    cosine similarity to the frame; background's is the `background_quantile` of the video's
+    real frame-step similarities, so a frame is a step only when it stands out."""
+    similarity = (logit_scale * cosine_similarity(steps, frames)).transpose(1, 2)  # (B, T, S)
+    valid = frame_mask[:, :, None] & step_mask[:, None, :]
+    background = torch.stack(
+        [
+            s[v].quantile(background_quantile) if v.any() else s.new_zeros(())
+            for s, v in zip(similarity, valid)
+        ]
+    )
+    similarity = similarity.masked_fill(~step_mask[:, None, :], float("-inf"))
+    return torch.cat([background[:, None, None].expand(-1, frames.shape[1], 1), similarity], -1)
