@@ -19,6 +19,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
+from callbacks.grad_norm_monitor import log_to_loggers
+
 
 class AdaptiveGradClip(Callback):
     """Clips the global gradient norm at the p-th percentile of the last ``history_size`` norms
@@ -30,6 +32,7 @@ class AdaptiveGradClip(Callback):
         history_size: int = 1000,
         min_history: int = 1,
         norm_type: float = 2.0,
+        log_every_n_steps: int = 50,
     ) -> None:
         """
         Args:
@@ -37,6 +40,7 @@ class AdaptiveGradClip(Callback):
             history_size: how many recent norms the percentile is taken over.
             min_history: no clipping until this many norms have been seen.
             norm_type: the p of the p-norm.
+            log_every_n_steps: the threshold and the clipped fraction are logged every N steps.
         """
         super().__init__()
         if not 0.0 < percentile <= 100.0:
@@ -45,6 +49,7 @@ class AdaptiveGradClip(Callback):
         self.history: deque[float] = deque(maxlen=history_size)
         self.min_history = max(1, min_history)
         self.norm_type = norm_type
+        self.log_every_n_steps = max(1, log_every_n_steps)
         self.steps = 0
         self.clipped_steps = 0
         self.last_threshold: float | None = None
@@ -68,14 +73,14 @@ class AdaptiveGradClip(Callback):
         if float(total) > threshold:
             clip_grads_with_norm_(params, threshold, total)
             self.clipped_steps += 1
-        pl_module.log_dict(
-            {
-                "grad/autoclip_threshold": threshold,
-                "grad/autoclip_clipped_fraction": self.clipped_steps / self.steps,
-            },
-            on_step=True,
-            on_epoch=False,
-        )
+        if trainer.global_step % self.log_every_n_steps == 0:
+            log_to_loggers(
+                trainer,
+                {
+                    "grad/autoclip_threshold": threshold,
+                    "grad/autoclip_clipped_fraction": self.clipped_steps / self.steps,
+                },
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {

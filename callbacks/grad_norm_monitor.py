@@ -43,6 +43,13 @@ class NonFiniteError(RuntimeError):
     """Raised when a loss or gradient is NaN or infinite and the monitor is told to stop."""
 
 
+def log_to_loggers(trainer: Trainer, metrics: dict[str, float]) -> None:
+    """Straight to the loggers, as Lightning's LearningRateMonitor does: diagnostics need no
+    epoch aggregation or cross-rank sync, and ``self.log`` costs about a millisecond per key."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
 def layer_name(parameter_name: str) -> str:
     """The module path that owns a parameter: ``trunk.0.conv.weight`` -> ``trunk.0.conv``."""
     return parameter_name.rsplit(".", 1)[0] if "." in parameter_name else parameter_name
@@ -154,7 +161,7 @@ class GradNormMonitor(Callback):
             metrics["param/global_norm"] = float(
                 torch.linalg.vector_norm(param_norms, self.norm_type)
             )
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+            log_to_loggers(trainer, metrics)
 
     def _warn_once(self, layer: str, kind: str, detail: str, trainer: Trainer) -> None:
         if (layer, kind) in self._warned:
@@ -255,7 +262,7 @@ class GradNormMonitor(Callback):
             for stat, value in stats.items()
         }
         if metrics:
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+            log_to_loggers(pl_module.trainer, metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped_steps": self.skipped_steps}

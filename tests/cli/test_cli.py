@@ -22,7 +22,7 @@ trainer:
     - class_path: callbacks.GradNormMonitor
       init_args: {log_every_n_steps: 1, activation_every_n_steps: 2}
     - class_path: callbacks.AdaptiveGradClip
-      init_args: {percentile: 50}
+      init_args: {percentile: 50, log_every_n_steps: 1}
     - class_path: callbacks.TrainValidSkew
       init_args: {metrics: [loss]}
 """
