@@ -1,0 +1,151 @@
+"""What the CTC teacher recipe and the distiller share: decoding, error rates, length checks,
+the optimizer and the Hugging Face export.
+
+Greedy CTC decoding is the tokenizer's own `batch_decode` (it merges repeats and drops the blank);
+WER and CER are torchmetrics'. Written here only what neither library offers: masking padded
+frames before decoding, and naming the utterances CTC cannot align.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics.text import CharErrorRate, WordErrorRate
+from transformers import (
+    PreTrainedTokenizerBase,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Processor,
+    get_linear_schedule_with_warmup,
+)
+
+from datamodules.speech.text import build_processor
+
+LABEL_PAD = -100  # label padding of the speech batches, ignored by CTC
+EVAL_STAGES = ("val", "test")
+
+
+def frame_mask(model: Wav2Vec2ForCTC, num_frames: int, attention_mask: Tensor) -> Tensor:
+    """(batch, frames) bool: the output frames that come from real samples, not padding."""
+    return model.wav2vec2._get_feature_vector_attention_mask(num_frames, attention_mask).bool()
+
+
+def greedy_transcripts(
+    logits: Tensor, valid_frames: Tensor, tokenizer: PreTrainedTokenizerBase
+) -> list[str]:
+    """Best path CTC decoding: argmax per frame, padded frames forced to blank, then the CTC
+    tokenizer merges repeats and drops blanks. logits: (batch, frames, vocab)."""
+    ids = logits.argmax(-1).masked_fill(~valid_frames, tokenizer.pad_token_id)
+    return tokenizer.batch_decode(ids.cpu())
+
+
+def reference_transcripts(labels: Tensor, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The normalized transcripts the labels spell (what the model is asked to write)."""
+    ids = labels.masked_fill(labels == LABEL_PAD, tokenizer.pad_token_id)
+    return tokenizer.batch_decode(ids.cpu(), group_tokens=False)
+
+
+def too_short_for_ctc(model: Wav2Vec2ForCTC, attention_mask: Tensor, labels: Tensor) -> Tensor:
+    """(batch,) bool: utterances with fewer output frames than CTC needs to emit their labels
+    (one per label plus a blank between repeated labels). Their loss is infinite; the models run
+    with `ctc_zero_infinity=True`, so it is zeroed, and the caller reports them."""
+    frames = model._get_feat_extract_output_lengths(attention_mask.sum(-1))
+    valid = labels != LABEL_PAD
+    repeats = ((labels[:, 1:] == labels[:, :-1]) & valid[:, 1:]).sum(-1)
+    return frames < valid.sum(-1) + repeats
+
+
+def warn_too_short(module: L.LightningModule, batch: dict, short: Tensor, stage: str) -> None:
+    """Count the utterances CTC cannot align, and name them once per stage (never a silent 0)."""
+    count = int(short.sum())
+    if module._trainer is not None:
+        module.log(
+            f"{stage}/ctc_too_short", float(count), reduce_fx="sum", batch_size=len(batch["ids"])
+        )
+    if count and stage not in module._warned_too_short:
+        module._warned_too_short.add(stage)
+        ids = [i for i, s in zip(batch["ids"], short.tolist()) if s]
+        rank_zero_warn(
+            f"{stage}: {count} utterance(s) have fewer frames than their transcript needs, "
+            f"CTC loss zeroed for them: {', '.join(map(str, ids[:5]))}"
+        )
+
+
+def error_rate_metrics() -> tuple[nn.ModuleDict, nn.ModuleDict]:
+    """WordErrorRate and CharErrorRate, separate objects per evaluation stage (val, test)."""
+    wer = nn.ModuleDict({stage: WordErrorRate() for stage in EVAL_STAGES})
+    cer = nn.ModuleDict({stage: CharErrorRate() for stage in EVAL_STAGES})
+    return wer, cer
+
+
+def datamodule_processor(module: L.LightningModule) -> Wav2Vec2Processor | None:
+    """The attached datamodule's processor: the data decides the vocabulary and normalization."""
+    trainer = module._trainer
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return getattr(datamodule, "processor", None)
+
+
+def default_processor(source: str | None = None) -> Wav2Vec2Processor:
+    """The processor saved with a pretrained model when it has one, else the casebook vocabulary."""
+    if source is not None:
+        try:
+            return Wav2Vec2Processor.from_pretrained(source)
+        except (OSError, ValueError, TypeError):
+            pass
+    return build_processor()
+
+
+def adamw_with_warmup(
+    module: L.LightningModule,
+    parameters,
+    learning_rate: float,
+    weight_decay: float,
+    warmup_steps: int,
+) -> dict:
+    """AdamW with linear warmup then linear decay to zero over the run (the wav2vec2 fine-tuning
+    schedule of Baevski et al. 2020 and the HF CTC examples), stepped every optimizer step."""
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    total = max(int(module.trainer.estimated_stepping_batches), warmup_steps + 1)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(warmup_steps, total - 1), total)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def export_pretrained(
+    model: Wav2Vec2ForCTC,
+    processor: Wav2Vec2Processor,
+    directory: str | Path,
+    checkpoint_path: str | Path | None = None,
+    prefix: str = "model.",
+) -> Path:
+    """`save_pretrained` the model (with the weights under `prefix` of a Lightning checkpoint, when
+    given) and its processor into `directory`, which then loads with `from_pretrained` and in
+    `transformers.pipeline("automatic-speech-recognition", model=directory)`."""
+    directory = Path(directory)
+    if checkpoint_path:
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
+        model = copy.deepcopy(model)
+        model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory))
+    processor.save_pretrained(str(directory))
+    return directory
+
+
+def fit_end_export(
+    module: L.LightningModule, export_dir: str | None, default_name: str, export_best: bool
+) -> Path | None:
+    """At the end of fit, rank 0 exports the best checkpoint's weights (or the last ones)."""
+    trainer = module.trainer
+    if not trainer.is_global_zero:
+        return None
+    directory = export_dir or Path(trainer.default_root_dir) / default_name
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    path = module.export(directory, checkpoint_path=best if export_best and best else None)
+    print(f"exported {'best' if export_best and best else 'last'} model to {path}")
+    return path

@@ -1,0 +1,350 @@
+"""Wav2Vec2Distiller: a shallower wav2vec2 CTC student distilled from a frozen teacher.
+
+    casebook fit  --config configs/speech_student.yaml
+    casebook test --config configs/speech_student.yaml --ckpt_path best
+
+The teacher is a `Wav2Vec2ForCTC` loaded from `--model.teacher` (the folder `casebook fit --config
+configs/speech_teacher.yaml` exports, or e.g. `facebook/wav2vec2-base-960h` when it is cached).
+The student has the teacher's shape with fewer transformer layers (half by default), initialized
+from a subset of the teacher's layers: every other one, ending at the last (DistilBERT, Sanh et
+al. 2019) or the first k (DistilHuBERT, Chang et al. 2022), or any `student_layer_map`. The
+feature encoder, feature projection, positional convolution, final LayerNorm and CTC head are
+copied as they are.
+
+Loss, per batch (frames are the output frames of real samples, never padding):
+    kl_weight     (alpha) * T^2 * KL(teacher_T || student_T) on the CTC output distributions
+  + ctc_weight    (beta)  * CTC(student, labels)
+  + hidden_weight (gamma) * (MSE + (1 - cosine)) between paired student and teacher hidden states
+Each term is logged (`train/kl_loss`, `train/ctc_loss`, `train/hidden_l2`, `train/hidden_cos`,
+`train/loss`, the same under `val/` and `test/`), with greedy-CTC WER and CER of the student
+(`val/wer`, `val/cer`) and of the teacher (`val/teacher_wer`, `val/teacher_cer`).
+At the end of fit the student is exported with its processor to `<default_root_dir>/student_hf`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+from transformers.modeling_outputs import CausalLMOutput
+
+from lightning_modules.speech.ctc import (
+    adamw_with_warmup,
+    datamodule_processor,
+    default_processor,
+    error_rate_metrics,
+    export_pretrained,
+    fit_end_export,
+    frame_mask,
+    greedy_transcripts,
+    reference_transcripts,
+    too_short_for_ctc,
+    warn_too_short,
+)
+
+LayerMap = list[int] | Literal["alternate", "first_k"]
+_TEACHER_LAYER = re.compile(r"^wav2vec2\.encoder\.layers\.(\d+)\.(.+)$")
+
+
+def resolve_layer_map(
+    layer_map: LayerMap, teacher_layers: int, student_layers: int | None = None
+) -> list[int]:
+    """Teacher layer index of each student layer.
+
+    `alternate`: evenly spaced, ending at the teacher's last layer (12 -> 6: 1, 3, 5, 7, 9, 11).
+    `first_k`: the first `student_layers`. A list is taken as it is. Default size: half, rounded up.
+    """
+    if isinstance(layer_map, str):
+        count = student_layers or math.ceil(teacher_layers / 2)
+        if not 1 <= count <= teacher_layers:
+            raise ValueError(f"student_num_layers {count} outside 1..{teacher_layers}")
+        if layer_map == "first_k":
+            return list(range(count))
+        if layer_map == "alternate":
+            return [round((i + 1) * teacher_layers / count) - 1 for i in range(count)]
+        raise ValueError(f"unknown student_layer_map {layer_map!r}: a list, alternate or first_k")
+    layer_map = [int(i) for i in layer_map]
+    if not layer_map or not all(0 <= i < teacher_layers for i in layer_map):
+        raise ValueError(
+            f"student_layer_map {layer_map} must name teacher layers 0..{teacher_layers - 1}"
+        )
+    if student_layers is not None and student_layers != len(layer_map):
+        raise ValueError(
+            f"student_num_layers {student_layers} != len(student_layer_map) {len(layer_map)}"
+        )
+    return layer_map
+
+
+def student_from_teacher(
+    teacher: Wav2Vec2ForCTC, layer_map: list[int], **config_overrides
+) -> Wav2Vec2ForCTC:
+    """A `Wav2Vec2ForCTC` with `len(layer_map)` transformer layers, student layer i a copy of
+    teacher layer `layer_map[i]` and every other weight a copy of the teacher's."""
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layer_map)
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
+    student = Wav2Vec2ForCTC(config)
+    source_of = {teacher_index: [] for teacher_index in layer_map}
+    for student_index, teacher_index in enumerate(layer_map):
+        source_of[teacher_index].append(student_index)
+    state = {}
+    for key, value in teacher.state_dict().items():
+        if match := _TEACHER_LAYER.match(key):
+            for student_index in source_of.get(int(match[1]), []):
+                state[f"wav2vec2.encoder.layers.{student_index}.{match[2]}"] = value.clone()
+        else:
+            state[key] = value.clone()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    # a student asked to use SpecAugment from a teacher trained without it gets a fresh mask vector
+    if unexpected or set(missing) - {"wav2vec2.masked_spec_embed"}:
+        raise RuntimeError(f"student/teacher mismatch: missing {missing}, unexpected {unexpected}")
+    return student
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` (batch, frames) over the frames where `mask` is True."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def distribution_kl(
+    teacher_logits: Tensor, student_logits: Tensor, valid: Tensor, temperature: float
+) -> Tensor:
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)) per frame, averaged over valid frames
+    (Hinton et al. 2015: T^2 keeps the gradient scale independent of T)."""
+    teacher_logp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(student_logp, teacher_logp, log_target=True, reduction="none").sum(-1)
+    return masked_mean(kl, valid) * temperature**2
+
+
+def encoder_states(model: Wav2Vec2ForCTC, output: CausalLMOutput) -> list[Tensor]:
+    """Hidden states by layer: 0 the transformer's input, i the output of layer i, the last one
+    as the CTC head reads it (pre-LayerNorm models apply their final LayerNorm after the layers)."""
+    states = list(output.hidden_states)
+    if model.config.do_stable_layer_norm:
+        states[-1] = model.wav2vec2.encoder.layer_norm(states[-1])
+    return states
+
+
+class Wav2Vec2Distiller(L.LightningModule):
+    """Distils a wav2vec2 CTC teacher into a shallower student (KL + CTC + hidden-state losses)."""
+
+    def __init__(
+        self,
+        teacher: str = "runs/speech_teacher/hf",
+        vocab_size: int = 32,
+        pad_token_id: int = 0,
+        student_num_layers: int | None = None,
+        student_layer_map: LayerMap = "alternate",
+        temperature: float = 2.0,
+        kl_weight: float = 1.0,
+        ctc_weight: float = 1.0,
+        hidden_weight: float = 1.0,
+        hidden_layer_pairs: list[tuple[int, int]] | None = None,
+        mask_time_prob: float = 0.0,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        export_dir: str | None = None,
+        export_best: bool = True,
+    ) -> None:
+        """
+        Args:
+            teacher: a `save_pretrained` folder or hub id of a `Wav2Vec2ForCTC`
+                (`runs/speech_teacher/hf` after `casebook fit --config configs/speech_teacher.yaml`).
+            vocab_size: CTC output size (linked from the datamodule); must equal the teacher's.
+            pad_token_id: the CTC blank, the tokenizer's pad id (linked from the datamodule).
+            student_num_layers: student transformer layers; default half the teacher's, rounded up.
+            student_layer_map: teacher layer copied into each student layer: a list of indices,
+                `alternate` (DistilBERT: every other layer, ending at the last) or `first_k`
+                (DistilHuBERT: the first layers).
+            temperature: softmax temperature T of the KL term.
+            kl_weight: alpha, weight of T^2 * KL(teacher || student) on the CTC distributions.
+            ctc_weight: beta, weight of the student's CTC loss on the labels.
+            hidden_weight: gamma, weight of MSE + (1 - cosine) between paired hidden states.
+            hidden_layer_pairs: (student, teacher) hidden-state indices to match, 0 being the
+                transformer input and i the output of layer i; default the last layer of each.
+            mask_time_prob: SpecAugment time masking of the student's input in training
+                (the teacher always sees the clean input).
+            learning_rate: AdamW peak learning rate.
+            weight_decay: AdamW weight decay.
+            warmup_steps: linear warmup steps, then linear decay to zero at the last step.
+            export_dir: where fit exports the student; default `<default_root_dir>/student_hf`.
+            export_best: export the best checkpoint (monitored metric) rather than the last weights.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        try:
+            self.teacher = Wav2Vec2ForCTC.from_pretrained(teacher)
+        except (OSError, ValueError) as error:  # ValueError: not even a valid hub id
+            raise ValueError(
+                f"teacher {teacher!r} is neither a save_pretrained folder nor a cached hub model "
+                f"(train one: casebook fit --config configs/speech_teacher.yaml): {error}"
+            ) from error
+        if self.teacher.config.vocab_size != vocab_size:
+            raise ValueError(
+                f"teacher {teacher!r} has {self.teacher.config.vocab_size} CTC outputs, "
+                f"the data's vocabulary has {vocab_size}"
+            )
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        teacher_layers = self.teacher.config.num_hidden_layers
+        self.layer_map = resolve_layer_map(student_layer_map, teacher_layers, student_num_layers)
+        self.student = student_from_teacher(
+            self.teacher,
+            self.layer_map,
+            layerdrop=0.0,  # every student layer is trained and matched on every step
+            mask_time_prob=mask_time_prob,
+            ctc_zero_infinity=True,
+            ctc_loss_reduction="mean",
+        )
+        self.hidden_layer_pairs = [
+            tuple(pair) for pair in hidden_layer_pairs or [(len(self.layer_map), teacher_layers)]
+        ]
+        for s, t in self.hidden_layer_pairs:
+            if not (0 <= s <= len(self.layer_map) and 0 <= t <= teacher_layers):
+                raise ValueError(f"hidden_layer_pairs entry {(s, t)} outside the models' layers")
+        self.wer, self.cer = error_rate_metrics()
+        self.teacher_wer, self.teacher_cer = error_rate_metrics()
+        self._processor: Wav2Vec2Processor | None = None
+        self._warned_too_short: set[str] = set()
+
+    # ------------------------------------------------------------------ the frozen teacher
+
+    def train(self, mode: bool = True) -> Wav2Vec2Distiller:
+        """Lightning switches the module to train mode; the teacher stays in eval mode (no
+        dropout, no SpecAugment, no layerdrop)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The teacher is frozen and reloaded from `teacher`: checkpoints hold the student only.
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("teacher.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+        checkpoint["state_dict"] = {**teacher_state, **checkpoint["state_dict"]}
+
+    @property
+    def processor(self) -> Wav2Vec2Processor:
+        """The datamodule's processor when attached, else the teacher's, else the casebook one."""
+        if (attached := datamodule_processor(self)) is not None:
+            return attached
+        if self._processor is None:
+            self._processor = default_processor(self.hparams.teacher)
+        return self._processor
+
+    # ------------------------------------------------------------------ losses
+
+    def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Student CTC logits (batch, frames, vocab)."""
+        return self.student(input_values, attention_mask=attention_mask).logits
+
+    def model_step(self, batch: dict, stage: str) -> dict[str, Tensor]:
+        """Every loss term, the total and both models' logits for one batch (train, val, test)."""
+        inputs, mask, labels = batch["input_values"], batch["attention_mask"], batch["labels"]
+        with torch.no_grad():
+            teacher_out = self.teacher(inputs, attention_mask=mask, output_hidden_states=True)
+        student_out = self.student(
+            inputs, attention_mask=mask, labels=labels, output_hidden_states=True
+        )
+        warn_too_short(self, batch, too_short_for_ctc(self.student, mask, labels), stage)
+        valid = frame_mask(self.student, student_out.logits.shape[1], mask)  # (batch, frames)
+
+        temperature = self.hparams.temperature
+        kl = distribution_kl(teacher_out.logits, student_out.logits, valid, temperature)
+        student_states = encoder_states(self.student, student_out)
+        teacher_states = encoder_states(self.teacher, teacher_out)
+        l2, cos = [], []
+        for s, t in self.hidden_layer_pairs:
+            student_h, teacher_h = student_states[s].float(), teacher_states[t].float()
+            l2.append(masked_mean((student_h - teacher_h).pow(2).mean(-1), valid))
+            cos.append(masked_mean(1 - F.cosine_similarity(student_h, teacher_h, dim=-1), valid))
+        hidden_l2, hidden_cos = torch.stack(l2).mean(), torch.stack(cos).mean()
+
+        hp = self.hparams
+        loss = (
+            hp.kl_weight * kl
+            + hp.ctc_weight * student_out.loss
+            + hp.hidden_weight * (hidden_l2 + hidden_cos)
+        )
+        return {
+            "loss": loss,
+            "kl_loss": kl,
+            "ctc_loss": student_out.loss,
+            "hidden_l2": hidden_l2,
+            "hidden_cos": hidden_cos,
+            "student_logits": student_out.logits,
+            "teacher_logits": teacher_out.logits,
+            "valid_frames": valid,
+        }
+
+    def _log_losses(self, step: dict[str, Tensor], stage: str, batch_size: int) -> None:
+        for name in ("kl_loss", "ctc_loss", "hidden_l2", "hidden_cos", "loss"):
+            self.log(f"{stage}/{name}", step[name], prog_bar=name == "loss", batch_size=batch_size)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        step = self.model_step(batch, "train")
+        self._log_losses(step, "train", len(batch["ids"]))
+        return step["loss"]
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        step = self.model_step(batch, stage)
+        size = len(batch["ids"])
+        self._log_losses(step, stage, size)
+        tokenizer = self.processor.tokenizer
+        references = reference_transcripts(batch["labels"], tokenizer)
+        models = (
+            ("", step["student_logits"], self.wer, self.cer),
+            ("teacher_", step["teacher_logits"], self.teacher_wer, self.teacher_cer),
+        )
+        for who, logits, wer, cer in models:
+            predictions = greedy_transcripts(logits, step["valid_frames"], tokenizer)
+            wer[stage].update(predictions, references)
+            cer[stage].update(predictions, references)
+            self.log(f"{stage}/{who}wer", wer[stage], prog_bar=not who, batch_size=size)
+            self.log(f"{stage}/{who}cer", cer[stage], prog_bar=not who, batch_size=size)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """The student's greedy transcripts, for `casebook predict` with a prediction writer."""
+        logits = self(batch["input_values"], batch["attention_mask"])
+        valid = frame_mask(self.student, logits.shape[1], batch["attention_mask"])
+        transcripts = greedy_transcripts(logits, valid, self.processor.tokenizer)
+        return {"ids": batch["ids"], "transcripts": transcripts}
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        return adamw_with_warmup(
+            self, self.student.parameters(), hp.learning_rate, hp.weight_decay, hp.warmup_steps
+        )
+
+    # ------------------------------------------------------------------ export
+
+    def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
+        """Write the float student (this module's weights, or a checkpoint's) and its processor
+        to `directory` with `save_pretrained`."""
+        return export_pretrained(
+            self.student, self.processor, directory, checkpoint_path, "student."
+        )
+
+    def on_fit_end(self) -> None:
+        fit_end_export(self, self.hparams.export_dir, "student_hf", self.hparams.export_best)

@@ -1,0 +1,215 @@
+"""Wav2Vec2CTCRecipe: trains the CTC teacher that `Wav2Vec2Distiller` distills.
+
+    casebook fit  --config configs/speech_teacher.yaml
+    casebook test --config configs/speech_teacher.yaml --ckpt_path best
+
+A `transformers.Wav2Vec2ForCTC` built from a `Wav2Vec2Config` of the constructor's arguments and
+trained from scratch with CTC (or fine-tuned from `pretrained`, a local `save_pretrained` folder or
+a hub id). The default feature encoder is far lighter than wav2vec2-base's seven 512-channel
+convolutions: one learnable STFT-like convolution (25 ms windows, 10 ms hop), then one that pairs
+frames. It keeps wav2vec2's total stride of 320 samples (20 ms frames at 16 kHz), so the
+datamodule's check that every transcript fits its frames still holds. On two busy CPU cores it
+ran 1.5x the steps per second of a 5-layer encoder with a stride-5 first layer and left CTC's
+all-blank plateau after ~450 steps (the other had not after 250). LayerNorm after each
+convolution, not wav2vec2-base's GroupNorm over time, which left the plateau ~150 steps sooner
+but makes a frame depend on how much padding its batch has. At the end of fit the best checkpoint
+is exported with its processor to `<default_root_dir>/hf` (see `export`), the folder the
+distiller's `--model.teacher` reads.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+from torch import Tensor
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
+
+from lightning_modules.speech.ctc import (
+    adamw_with_warmup,
+    datamodule_processor,
+    default_processor,
+    error_rate_metrics,
+    export_pretrained,
+    fit_end_export,
+    frame_mask,
+    greedy_transcripts,
+    reference_transcripts,
+    too_short_for_ctc,
+    warn_too_short,
+)
+
+
+class Wav2Vec2CTCRecipe(L.LightningModule):
+    """A wav2vec2 CTC speech recognizer trained from scratch (or fine-tuned) on `SpeechDataModule`."""
+
+    def __init__(
+        self,
+        vocab_size: int = 32,
+        pad_token_id: int = 0,
+        pretrained: str | None = None,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 1024,
+        conv_dim: tuple[int, ...] = (256, 256),
+        conv_kernel: tuple[int, ...] = (400, 2),
+        conv_stride: tuple[int, ...] = (160, 2),
+        num_conv_pos_embeddings: int = 32,
+        num_conv_pos_embedding_groups: int = 8,
+        do_stable_layer_norm: bool = True,
+        dropout: float = 0.0,
+        layerdrop: float = 0.0,
+        mask_time_prob: float = 0.0,
+        mask_time_length: int = 5,
+        learning_rate: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        export_dir: str | None = None,
+        export_best: bool = True,
+    ) -> None:
+        """
+        Args:
+            vocab_size: CTC output size (linked from the datamodule).
+            pad_token_id: the CTC blank, the tokenizer's pad id (linked from the datamodule).
+            pretrained: start from this `save_pretrained` folder or hub id instead of from scratch;
+                the size arguments below are then ignored.
+            hidden_size: transformer width.
+            num_hidden_layers: transformer layers.
+            num_attention_heads: attention heads per layer.
+            intermediate_size: feed-forward width.
+            conv_dim: channels of each feature-encoder convolution.
+            conv_kernel: kernel of each feature-encoder convolution.
+            conv_stride: stride of each convolution; their product is samples per frame (320: 20 ms).
+            num_conv_pos_embeddings: kernel of the convolutional positional embedding.
+            num_conv_pos_embedding_groups: groups of the convolutional positional embedding.
+            do_stable_layer_norm: pre-LayerNorm transformer and LayerNorm after every convolution
+                (wav2vec2-large, steadier from scratch); False: post-LayerNorm transformer and
+                GroupNorm after the first convolution (wav2vec2-base).
+            dropout: hidden, attention, activation and final dropout.
+            layerdrop: probability of skipping a transformer layer in training.
+            mask_time_prob: wav2vec2's SpecAugment: share of frames masked in training.
+            mask_time_length: frames per time mask.
+            learning_rate: AdamW peak learning rate.
+            weight_decay: AdamW weight decay.
+            warmup_steps: linear warmup steps, then linear decay to zero at the last step.
+            export_dir: where fit exports the Hugging Face model; default `<default_root_dir>/hf`.
+            export_best: export the best checkpoint (monitored metric) rather than the last weights.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if pretrained is not None:
+            self.model = Wav2Vec2ForCTC.from_pretrained(
+                pretrained,
+                ctc_zero_infinity=True,
+                ctc_loss_reduction="mean",
+                layerdrop=layerdrop,
+                mask_time_prob=mask_time_prob,
+            )
+            if self.model.config.vocab_size != vocab_size:
+                raise ValueError(
+                    f"pretrained {pretrained!r} has {self.model.config.vocab_size} outputs, "
+                    f"the data's vocabulary has {vocab_size}"
+                )
+        else:
+            if math.prod(conv_stride) != 320:
+                raise ValueError(f"conv_stride {conv_stride} must multiply to 320 (20 ms frames)")
+            config = Wav2Vec2Config(
+                vocab_size=vocab_size,
+                pad_token_id=pad_token_id,
+                hidden_size=hidden_size,
+                num_hidden_layers=num_hidden_layers,
+                num_attention_heads=num_attention_heads,
+                intermediate_size=intermediate_size,
+                conv_dim=tuple(conv_dim),
+                conv_kernel=tuple(conv_kernel),
+                conv_stride=tuple(conv_stride),
+                num_conv_pos_embeddings=num_conv_pos_embeddings,
+                num_conv_pos_embedding_groups=num_conv_pos_embedding_groups,
+                do_stable_layer_norm=do_stable_layer_norm,
+                # wav2vec2-large's pairing: pre-LN transformer with layer-normed convolutions
+                feat_extract_norm="layer" if do_stable_layer_norm else "group",
+                hidden_dropout=dropout,
+                activation_dropout=dropout,
+                attention_dropout=dropout,
+                final_dropout=dropout,
+                layerdrop=layerdrop,
+                mask_time_prob=mask_time_prob,
+                mask_time_length=mask_time_length,
+                mask_time_min_masks=0,
+                ctc_zero_infinity=True,  # an unalignable utterance gives 0, not inf (and is counted)
+                ctc_loss_reduction="mean",  # per-target-length mean: comparable across batches
+            )
+            self.model = Wav2Vec2ForCTC(config)
+        self.wer, self.cer = error_rate_metrics()
+        self._processor: Wav2Vec2Processor | None = None
+        self._warned_too_short: set[str] = set()
+
+    @property
+    def processor(self) -> Wav2Vec2Processor:
+        """The datamodule's processor when attached, else the one saved with `pretrained`, else
+        the casebook vocabulary's."""
+        if (attached := datamodule_processor(self)) is not None:
+            return attached
+        if self._processor is None:
+            self._processor = default_processor(self.hparams.pretrained)
+        return self._processor
+
+    def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """CTC logits (batch, frames, vocab)."""
+        return self.model(input_values, attention_mask=attention_mask).logits
+
+    def model_step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor, Tensor]:
+        """CTC loss, logits and valid-frame mask of one batch (shared by train, val and test)."""
+        out = self.model(
+            batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        )
+        short = too_short_for_ctc(self.model, batch["attention_mask"], batch["labels"])
+        warn_too_short(self, batch, short, stage)
+        valid = frame_mask(self.model, out.logits.shape[1], batch["attention_mask"])
+        return out.loss, out.logits, valid
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, _, _ = self.model_step(batch, "train")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        loss, logits, valid = self.model_step(batch, stage)
+        size = len(batch["ids"])
+        tokenizer = self.processor.tokenizer
+        predictions = greedy_transcripts(logits, valid, tokenizer)
+        references = reference_transcripts(batch["labels"], tokenizer)
+        self.wer[stage].update(predictions, references)
+        self.cer[stage].update(predictions, references)
+        self.log(f"{stage}/loss", loss, batch_size=size)
+        self.log(f"{stage}/wer", self.wer[stage], prog_bar=True, batch_size=size)
+        self.log(f"{stage}/cer", self.cer[stage], prog_bar=True, batch_size=size)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Greedy transcripts, for `casebook predict` with a prediction writer."""
+        logits = self(batch["input_values"], batch["attention_mask"])
+        valid = frame_mask(self.model, logits.shape[1], batch["attention_mask"])
+        transcripts = greedy_transcripts(logits, valid, self.processor.tokenizer)
+        return {"ids": batch["ids"], "transcripts": transcripts}
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        return adamw_with_warmup(
+            self, self.model.parameters(), hp.learning_rate, hp.weight_decay, hp.warmup_steps
+        )
+
+    def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
+        """Write the model (this module's weights, or a checkpoint's) and its processor to
+        `directory` with `save_pretrained`."""
+        return export_pretrained(self.model, self.processor, directory, checkpoint_path, "model.")
+
+    def on_fit_end(self) -> None:
+        fit_end_export(self, self.hparams.export_dir, "hf", self.hparams.export_best)

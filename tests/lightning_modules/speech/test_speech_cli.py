@@ -1,0 +1,92 @@
+"""The speech configs as a user runs them: teacher fit and test, then student fit and test."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import Wav2Vec2ForCTC
+
+from casebook.cli import main
+
+REPO = Path(__file__).resolve().parents[3]
+TINY_DATA = [
+    "--data.num_train_sentences=12",
+    "--data.num_val_sentences=4",
+    "--data.num_test_sentences=4",
+    "--data.batch_size=4",
+    "--trainer.max_steps=2",
+    "--trainer.val_check_interval=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+TINY_TEACHER = [
+    "--model.hidden_size=32",
+    "--model.num_hidden_layers=4",
+    "--model.num_attention_heads=2",
+    "--model.intermediate_size=64",
+    "--model.conv_dim=[16, 16]",
+    "--model.num_conv_pos_embeddings=8",
+    "--model.num_conv_pos_embedding_groups=4",
+]
+
+
+def casebook(*args, env, cwd):
+    result = subprocess.run(
+        [sys.executable, "-m", "casebook", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def speech_env(cli_env, tiny_cache):
+    """The CLI environment reading the session's tiny corpus, one thread per process."""
+    return cli_env | {"CASEBOOK_CACHE": str(tiny_cache), "OMP_NUM_THREADS": "1"}
+
+
+def test_teacher_then_student_fit_and_test_write_the_four_error_rates(
+    speech_env, tmp_path, monkeypatch
+):
+    csv = str(REPO / "configs/presets/csv.yaml")
+    teacher_root, student_root = tmp_path / "teacher", tmp_path / "student"
+    teacher_config = str(REPO / "configs/speech_teacher.yaml")
+    casebook(
+        "fit", "--config", teacher_config, "--config", csv,
+        f"--trainer.default_root_dir={teacher_root}", *TINY_DATA, *TINY_TEACHER,
+        env=speech_env, cwd=tmp_path,
+    )  # fmt: skip
+    teacher = Wav2Vec2ForCTC.from_pretrained(teacher_root / "hf")
+    assert teacher.config.num_hidden_layers == 4
+    # the teacher's test in this process (an interpreter start costs more than the test itself)
+    monkeypatch.setenv("CASEBOOK_CACHE", speech_env["CASEBOOK_CACHE"])
+    main([
+        "test", "--config", teacher_config, "--config", csv,
+        f"--trainer.default_root_dir={teacher_root}", *TINY_DATA, *TINY_TEACHER,
+        "--ckpt_path", "last",
+    ])  # fmt: skip
+    teacher_metrics = json.loads((teacher_root / "test_metrics.json").read_text())
+    assert {"test/wer", "test/cer"} <= teacher_metrics.keys()
+
+    student = [
+        "--config", str(REPO / "configs/speech_student.yaml"), "--config", csv,
+        f"--trainer.default_root_dir={student_root}", f"--model.teacher={teacher_root / 'hf'}",
+        *TINY_DATA,
+    ]  # fmt: skip
+    casebook("fit", *student, env=speech_env, cwd=tmp_path)
+    exported = Wav2Vec2ForCTC.from_pretrained(student_root / "student_hf")
+    assert exported.config.num_hidden_layers == 2
+    assert (student_root / "checkpoints" / "last.ckpt").exists()
+
+    casebook("test", *student, "--ckpt_path", "best", env=speech_env, cwd=tmp_path)
+    metrics = json.loads((student_root / "test_metrics.json").read_text())
+    for key in ("test/wer", "test/cer", "test/teacher_wer", "test/teacher_cer"):
+        assert isinstance(metrics[key], float) and metrics[key] >= 0.0, key
+    for key in ("test/kl_loss", "test/ctc_loss", "test/hidden_l2", "test/hidden_cos"):
+        assert key in metrics

@@ -1,0 +1,76 @@
+"""Wav2Vec2CTCRecipe: the model it builds, CTC on unalignable input, greedy decoding, the export."""
+
+import pytest
+import torch
+from transformers import Wav2Vec2ForCTC
+
+from datamodules.speech.text import build_processor
+from lightning_modules.speech import Wav2Vec2CTCRecipe
+from lightning_modules.speech.ctc import (
+    greedy_transcripts,
+    reference_transcripts,
+    too_short_for_ctc,
+)
+
+
+def test_recipe_builds_a_wav2vec2_with_20_ms_frames_from_its_arguments(teacher_args):
+    recipe = Wav2Vec2CTCRecipe(**teacher_args)
+    config = recipe.model.config
+    assert (config.hidden_size, config.num_hidden_layers) == (32, 4)
+    assert config.ctc_zero_infinity and config.ctc_loss_reduction == "mean"
+    # total stride 320: one frame per 20 ms at 16 kHz, as wav2vec2-base
+    assert recipe.model._get_feat_extract_output_lengths(16000) in (49, 50)
+    with pytest.raises(ValueError, match="320"):
+        Wav2Vec2CTCRecipe(**teacher_args | {"conv_stride": (5, 2, 2, 2, 2)})
+
+
+def test_ctc_loss_stays_finite_on_an_utterance_too_short_for_its_transcript(teacher_args):
+    torch.manual_seed(0)
+    recipe = Wav2Vec2CTCRecipe(**teacher_args)
+    tokenizer = build_processor().tokenizer
+    long_text = tokenizer("A SENTENCE FAR TOO LONG FOR A TENTH OF A SECOND").input_ids
+    short_text = tokenizer("OK").input_ids
+    labels = torch.full((2, len(long_text)), -100)
+    labels[0, : len(long_text)] = torch.tensor(long_text)
+    labels[1, : len(short_text)] = torch.tensor(short_text)
+    batch = {
+        "input_values": torch.randn(2, 16000),
+        "attention_mask": torch.tensor([[1] * 1600 + [0] * 14400, [1] * 16000]),
+        "labels": labels,
+        "ids": ["too-short", "fine"],
+    }
+    assert too_short_for_ctc(recipe.model, batch["attention_mask"], labels).tolist() == [
+        True,
+        False,
+    ]
+    with pytest.warns(UserWarning, match="too-short"):
+        loss, _, _ = recipe.model_step(batch, "train")
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in recipe.parameters() if p.grad is not None)
+
+
+def test_greedy_decoding_merges_repeats_drops_blanks_and_ignores_padding():
+    tokenizer = build_processor().tokenizer
+    vocab = tokenizer.get_vocab()
+    # frames: H H <blank> I | I <blank> I, then two padded frames that say X
+    path = ["H", "H", "<pad>", "I", "|", "I", "<pad>", "I", "X", "X"]
+    logits = torch.full((1, len(path), len(vocab)), -10.0)
+    for frame, token in enumerate(path):
+        logits[0, frame, vocab[token]] = 10.0
+    valid = torch.tensor([[True] * 8 + [False] * 2])
+    assert greedy_transcripts(logits, valid, tokenizer) == ["HI II"]
+    labels = torch.tensor([tokenizer("HI II").input_ids + [-100, -100]])
+    assert reference_transcripts(labels, tokenizer) == ["HI II"]
+
+
+def test_export_writes_a_model_and_processor_that_load_back(teacher_args, tmp_path, batch):
+    torch.manual_seed(0)
+    recipe = Wav2Vec2CTCRecipe(**teacher_args).eval()
+    directory = recipe.export(tmp_path / "hf")
+    loaded = Wav2Vec2ForCTC.from_pretrained(directory).eval()
+    assert (directory / "vocab.json").exists()
+    with torch.no_grad():
+        expected = recipe(batch["input_values"], batch["attention_mask"])
+        actual = loaded(batch["input_values"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(actual, expected)
