@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from casebook_runner import casebook
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,17 +27,6 @@ trainer:
     - class_path: callbacks.TrainValidSkew
       init_args: {metrics: [loss]}
 """
-
-
-def casebook(*args, env, cwd, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "casebook", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture

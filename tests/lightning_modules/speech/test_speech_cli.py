@@ -1,11 +1,10 @@
 """The speech configs as a user runs them: teacher fit and test, then student fit and test."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from casebook_runner import casebook as run_casebook
 from transformers import Wav2Vec2ForCTC
 
 from casebook.cli import main
@@ -33,14 +32,7 @@ TINY_TEACHER = [
 
 
 def casebook(*args, env, cwd):
-    result = subprocess.run(
-        [sys.executable, "-m", "casebook", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = run_casebook(*args, env=env, cwd=cwd, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

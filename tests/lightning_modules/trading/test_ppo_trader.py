@@ -2,13 +2,12 @@
 figures land where the contracts say, ensembles and bad checkpoints behave."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from casebook_runner import casebook
 
 from datamodules.trading import MarketDataModule
 from lightning_modules.trading import PPOTrader
@@ -82,17 +81,6 @@ def test_without_a_signal_there_is_nothing_to_learn(tmp_path):
 def test_a2c_baseline_trains(tmp_path):
     metrics = fit("a2c", signal_strength=0.5, epochs=1, tmp_path=tmp_path).callback_metrics
     assert torch.isfinite(metrics["train/policy_loss"]) and "val/sharpe" in metrics
-
-
-def casebook(*args, env, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "casebook", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_cli_fit_test_ensemble_and_bad_input(cli_env, tmp_path):
