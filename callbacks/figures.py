@@ -15,7 +15,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 def log_figure(trainer: Trainer, key: str, figure: Figure) -> Path:
     """Save ``figure`` as ``<default_root_dir>/figures/<key>.png`` (``/`` in the key becomes ``-``),
-    log it to W&B when a WandbLogger is attached, close it, and return the PNG's path."""
+    log it to W&B when a WandbLogger is attached, and return the PNG's path. Build figures with
+    ``matplotlib.figure.Figure`` (not pyplot), so nothing global holds on to them."""
     directory = Path(trainer.default_root_dir) / "figures"
     path = directory / f"{key.replace('/', '-')}.png"
     if trainer.is_global_zero:
@@ -24,7 +25,4 @@ def log_figure(trainer: Trainer, key: str, figure: Figure) -> Path:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
     return path

@@ -25,9 +25,6 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-# Importing the task packages registers their classes, so configs may name them briefly.
-import datamodules  # noqa: F401
-import lightning_modules  # noqa: F401
 from callbacks import NonFiniteError
 from datamodules.errors import DataError
 

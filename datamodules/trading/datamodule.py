@@ -312,6 +312,7 @@ class MarketDataModule(L.LightningDataModule):
         self._offsets = np.cumsum([0] + [len(b) for b in bars])[:-1]
         self.bars = bars
         self.labels = labels
+        self._backtest_cache: dict[str, list[BacktestAsset]] = {}
         self.table = MarketTable(
             features=torch.as_tensor(np.concatenate(features), dtype=torch.float32),
             gap=torch.as_tensor(np.concatenate(gap), dtype=torch.float32),
@@ -406,6 +407,10 @@ class MarketDataModule(L.LightningDataModule):
         Names are the asset's, suffixed "#k" for the k-th run when there are several.
         """
         self._check_split(split)
+        if (
+            split in self._backtest_cache
+        ):  # the table is fixed once prepared; validation asks every epoch
+            return self._backtest_cache[split]
         out = []
         for b, offset, days in zip(self.bars, self._offsets, self._days[split], strict=True):
             pieces = runs(days)
@@ -423,6 +428,7 @@ class MarketDataModule(L.LightningDataModule):
                 )
         if not out:
             raise DataError(self._describe_empty(split))
+        self._backtest_cache[split] = out
         return out
 
     def train_dataloader(self) -> DataLoader:

@@ -33,6 +33,19 @@ from datamodules.trading import BacktestAsset, simulate
 from lightning_modules.trading.backtest import equity_figure, performance
 from lightning_modules.trading.policy import Init, Norm, TradingPolicy
 
+# Constructor options passed through to TradingPolicy unchanged.
+POLICY_OPTIONS = (
+    "width",
+    "depth",
+    "norm",
+    "coord_channels",
+    "position_embedding",
+    "dropout",
+    "drop_path",
+    "squeeze_excitation",
+    "hidden",
+    "init",
+)
 REPORTED = (
     "sharpe",
     "total_return",
@@ -168,6 +181,7 @@ class PPOTrader(L.LightningModule):
         self.automatic_optimization = False
         self.policy = TradingPolicy(**self._policy_kwargs())
         self.last_val_sharpe: float | None = None
+        self._baseline_cache: dict[tuple, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -365,18 +379,20 @@ class PPOTrader(L.LightningModule):
     ) -> dict[str, float]:
         """Backtest each asset of the split; log the mean over assets (and per asset if several)."""
         datamodule = self.trainer.datamodule
+        cost, execution = datamodule.cost_bps, datamodule.execution
         per_asset = []
         for asset in datamodule.backtest_data(split):
             positions = self.backtest_positions(
                 asset.market.to(self.device), members, weights
             ).cpu()
-            row = self.score(asset, positions, datamodule, baselines)
+            agent = simulate(positions, asset, cost, execution)
+            figures_of_merit = performance(agent, positions)
+            row = {k: figures_of_merit[k] for k in REPORTED}
+            if baselines:
+                row.update(self.baselines(split, asset, cost, execution))
             per_asset.append((asset.name, row))
             if figures:
-                agent = simulate(positions, asset, datamodule.cost_bps, datamodule.execution)
-                hold = simulate(
-                    torch.ones_like(positions), asset, datamodule.cost_bps, datamodule.execution
-                )
+                hold = simulate(torch.ones_like(positions), asset, cost, execution)
                 figure = equity_figure(
                     asset.dates, agent, hold, positions, f"{asset.name}: {split} split"
                 )
@@ -397,35 +413,31 @@ class PPOTrader(L.LightningModule):
         self.log_dict(metrics, batch_size=1, sync_dist=True)
         return metrics
 
-    def score(
-        self, asset: BacktestAsset, positions: Tensor, datamodule, baselines: bool
+    def baselines(
+        self, split: str, asset: BacktestAsset, cost: float, execution: str
     ) -> dict[str, float]:
-        cost, execution = datamodule.cost_bps, datamodule.execution
-        agent = performance(simulate(positions, asset, cost, execution), positions)
-        row = {k: agent[k] for k in REPORTED}
-        if baselines:
-            hold = torch.ones_like(positions)
-            buy_and_hold = performance(simulate(hold, asset, cost, execution), hold)
-            row.update({f"buy_and_hold_{k}": buy_and_hold[k] for k in REPORTED})
-            if self.hparams.random_baselines:
-                generator = torch.Generator().manual_seed(0)
-                choices = torch.tensor(self.candidate_positions() or [-1.0, 1.0])
-                random_positions = choices[
-                    torch.randint(
-                        len(choices),
-                        (self.hparams.random_baselines, len(asset)),
-                        generator=generator,
-                    )
-                ]
-                random_returns = simulate(random_positions, asset, cost, execution)
-                row["random_sharpe"] = float(
-                    np.mean(
-                        [
-                            performance(r, p)["sharpe"]
-                            for r, p in zip(random_returns, random_positions)
-                        ]
-                    )
+        """Buy-and-hold and the mean Sharpe of seeded random policies. They do not depend on the
+        model, so each (split, asset, costs) is computed once and reused every epoch."""
+        key = (split, asset.name, len(asset), cost, execution)
+        if key in self._baseline_cache:
+            return self._baseline_cache[key]
+        hold = torch.ones(len(asset))
+        buy_and_hold = performance(simulate(hold, asset, cost, execution), hold)
+        row = {f"buy_and_hold_{k}": buy_and_hold[k] for k in REPORTED}
+        if self.hparams.random_baselines:
+            generator = torch.Generator().manual_seed(0)
+            choices = torch.tensor(self.candidate_positions() or [-1.0, 1.0])
+            draws = torch.randint(
+                len(choices), (self.hparams.random_baselines, len(asset)), generator=generator
+            )
+            random_positions = choices[draws]
+            random_returns = simulate(random_positions, asset, cost, execution)
+            row["random_sharpe"] = float(
+                np.mean(
+                    [performance(r, p)["sharpe"] for r, p in zip(random_returns, random_positions)]
                 )
+            )
+        self._baseline_cache[key] = row
         return row
 
     def candidate_positions(self) -> list[float] | None:
@@ -532,16 +544,7 @@ class PPOTrader(L.LightningModule):
             observation_shape=tuple(hp.observation_shape),
             num_actions=hp.num_actions,
             continuous=hp.action_mode == "continuous",
-            width=hp.width,
-            depth=hp.depth,
-            norm=hp.norm,
-            coord_channels=hp.coord_channels,
-            position_embedding=hp.position_embedding,
-            dropout=hp.dropout,
-            drop_path=hp.drop_path,
-            squeeze_excitation=hp.squeeze_excitation,
-            hidden=hp.hidden,
-            init=hp.init,
+            **{name: hp[name] for name in POLICY_OPTIONS},
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
