@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/python -m casebook.demo
 
+# Two pytest workers (pytest-xdist): the suite is mostly single-threaded subprocess runs.
+TEST_WORKERS ?= 2
+
 test: setup
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: setup
 	$(BIN)/ruff check .

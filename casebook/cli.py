@@ -2,13 +2,20 @@
 
     casebook fit  --config configs/ppo_trader.yaml [--config configs/presets/debug.yaml] [--trainer.max_epochs=3]
     casebook test --config configs/ppo_trader.yaml --ckpt_path last
+    casebook doctor --config configs/ppo_trader.yaml     # minutes of checks before a long run (doctor.py)
 
 What it adds to LightningCLI, and nothing task-specific:
-- a ModelCheckpoint writing ``<default_root_dir>/checkpoints`` with ``last.ckpt``, so ``--ckpt_path last`` resumes;
+- two ModelCheckpoints in ``<default_root_dir>/checkpoints``: ``checkpoint`` keeps the best by its monitor,
+  ``latest`` (``callbacks.LatestCheckpoint``) rewrites ``last.ckpt`` at every save point
+  (``--latest.every_n_train_steps N`` for mid-epoch ones), so ``--ckpt_path last`` resumes from the
+  latest state, not the best epoch;
+- exact resumes: the global random state in checkpoints and ``last.ckpt`` written on SIGTERM
+  (``callbacks.ExactResume``, the ``resume`` group);
 - values the data decides (``observation_shape``, ``vocab_size``, ...) linked from the datamodule to the
   model at instantiation, for whichever of them the chosen classes have;
 - W&B as the default logger, offline unless credentials exist, written under ``default_root_dir``;
 - ``casebook test`` writes ``<default_root_dir>/test_metrics.json``;
+- ``casebook doctor`` (``casebook/doctor.py``) checks a recipe and exits 1 if a check fails;
 - bad input and non-finite training stop with one line, not a stack trace.
 """
 
@@ -17,6 +24,8 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import pickle
+import signal
 import sys
 from pathlib import Path
 
@@ -24,8 +33,10 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks import NonFiniteError
+from callbacks import ExactResume, LatestCheckpoint, NonFiniteError
+from casebook.doctor import DoctorTrainer
 from datamodules.errors import DataError
 
 # Attributes a datamodule may expose and a model may accept; each present pair is linked.
@@ -63,6 +74,7 @@ class CasebookCLI(LightningCLI):
         super().__init__(
             LightningModule,
             LightningDataModule,
+            trainer_class=DoctorTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
@@ -70,11 +82,19 @@ class CasebookCLI(LightningCLI):
             run=run,
         )
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's four, plus ``doctor``: a method of ``DoctorTrainer``, so it parses the same
+        configs as ``fit`` and its options come from the method's signature (``--checks.steps``)."""
+        return {**LightningCLI.subcommands(), "doctor": {"model", "datamodule"}}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LatestCheckpoint, "latest")
+        parser.add_lightning_class_args(ExactResume, "resume")
         parser.set_defaults(
             {
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # `latest` owns last.ckpt
                 "trainer.default_root_dir": DEFAULT_ROOT_DIR,
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.WandbLogger",
@@ -82,9 +102,10 @@ class CasebookCLI(LightningCLI):
                 },
             }
         )
-        parser.link_arguments(
-            "trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir
-        )
+        for group in ("checkpoint", "latest"):
+            parser.link_arguments(
+                "trainer.default_root_dir", f"{group}.dirpath", compute_fn=checkpoint_dir
+            )
         for name in DATA_TO_MODEL_LINKS:
             # jsonargparse skips a link whose source or target the chosen classes do not have.
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
@@ -101,7 +122,7 @@ class CasebookCLI(LightningCLI):
             # overwrite) checkpoints and test_metrics.json.
             root = str(Path(root) / f"sweep-{sweep_id}" / run_id)
             config.trainer.default_root_dir = root
-            config.checkpoint.dirpath = checkpoint_dir(root)
+            config.checkpoint.dirpath = config.latest.dirpath = checkpoint_dir(root)
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init_args = getattr(logger, "init_args", None)
@@ -130,7 +151,7 @@ class CasebookCLI(LightningCLI):
             (
                 s.get("best_model_path")
                 for k, s in states.items()
-                if k.startswith("ModelCheckpoint")
+                if k.startswith("ModelCheckpoint") and s.get("monitor")  # not `latest`
             ),
             None,
         )
@@ -140,6 +161,46 @@ class CasebookCLI(LightningCLI):
             )
         print(f"best checkpoint: {best}")
         config["ckpt_path"] = best
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a ``--ckpt_path`` file's hyper-parameters into the config before anything
+        runs (they take precedence over the command line). Check the file first, so that a missing,
+        unreadable or other model's checkpoint gets one line naming it instead of a traceback or,
+        worse, a silent switch to the checkpoint's model class. Read with ``weights_only=True``:
+        tensors and plain containers only, no pickled code."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path in (None, "last", "best", "hpc") or str(path).startswith("registry"):
+            return super()._parse_ckpt_path()
+        if not Path(path).is_file():
+            raise DataError(f"--ckpt_path {path}: no such checkpoint file")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            if "Weights only load failed" in str(error):
+                raise DataError(
+                    f"--ckpt_path {path}: holds pickled objects, not only tensors; casebook loads "
+                    "checkpoints with weights_only=True"
+                ) from None
+            raise DataError(
+                f"--ckpt_path {path}: not a readable checkpoint ({first_line(error)})"
+            ) from None
+        except (RuntimeError, EOFError, OSError, ValueError) as error:
+            raise DataError(
+                f"--ckpt_path {path}: not a readable checkpoint ({first_line(error)})"
+            ) from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise DataError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+        saved = str(checkpoint.get("hyper_parameters", {}).get("_class_path", ""))
+        if not saved:
+            return  # not written by this CLI: the config alone says what the model is
+        wanted = str(self.config[subcommand].model.class_path)
+        if saved.rsplit(".", 1)[-1] != wanted.rsplit(".", 1)[-1]:
+            raise DataError(
+                f"--ckpt_path {path}: a checkpoint of {saved.rsplit('.', 1)[-1]}, "
+                f"but this config's model is {wanted.rsplit('.', 1)[-1]}"
+            )
+        super()._parse_ckpt_path()
 
     before_validate = before_test = before_predict = resolve_best_checkpoint
 
@@ -157,13 +218,35 @@ class CasebookCLI(LightningCLI):
         path.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"test metrics written to {path}")
 
+    def after_doctor(self) -> None:
+        """``casebook doctor`` exits 1 when a check fails (the table is printed and saved)."""
+        if self.trainer.doctor_report.failed:
+            sys.exit(1)
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
 
 def main(args: list[str] | None = None) -> None:
     try:
         CasebookCLI(args=args)
+    except RuntimeError as error:
+        if "Error(s) in loading state_dict" not in str(error):
+            raise
+        # same model class, other sizes or layers: Lightning's strict load lists every tensor
+        print(
+            f"casebook: error: the checkpoint does not fit this config's model ({first_line(error)}: "
+            f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else ''})",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except (DataError, NonFiniteError) as error:
         print(f"casebook: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, DataError) else 3)
+    except SIGTERMException:  # Lightning's exit on SIGTERM would otherwise be a silent status 0
+        print("casebook: stopped by SIGTERM; --ckpt_path last resumes", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

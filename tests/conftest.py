@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -22,13 +23,74 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
 
 
+def casebook_env(cache: Path) -> dict:
+    """Environment for running ``casebook`` in a subprocess: offline, support modules on the
+    path, one OpenMP thread, ``cache`` as the cache unless CASEBOOK_CACHE is set already."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
+    env["CASEBOOK_CACHE"] = env.get("CASEBOOK_CACHE", str(cache))
+    env["WANDB_MODE"] = "offline"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
 @pytest.fixture
 def cli_env(tmp_path):
     """Environment for running ``casebook`` in a subprocess: offline, support task on the path,
     a private cache and home so nothing outside tmp_path is read or written."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
-    env["CASEBOOK_CACHE"] = env.get("CASEBOOK_CACHE", str(tmp_path / "cache"))
-    env["WANDB_MODE"] = "offline"
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return casebook_env(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_env(tmp_path_factory) -> dict:
+    """``cli_env`` for a whole session, its cache holding a tiny synthesized speech corpus that
+    ``--data.num_train_sentences=12 --data.num_val_sentences=4 --data.num_test_sentences=4``
+    selects (seconds to make; the default corpus takes minutes)."""
+    from datamodules.speech.tts_corpus import TtsCorpusConfig, generate_tts_corpus
+
+    cache = tmp_path_factory.mktemp("speech-cache")
+    corpus = {"num_train_sentences": 12, "num_val_sentences": 4, "num_test_sentences": 4}
+    generate_tts_corpus(TtsCorpusConfig(**corpus), cache)
+    return casebook_env(cache) | {"CASEBOOK_CACHE": str(cache)}
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_teacher(tmp_path_factory) -> Path:
+    """A randomly initialized tiny (4-layer) speech teacher exported as `casebook fit` exports
+    one, for `--model.teacher` of the student."""
+    from lightning_modules.speech import Wav2Vec2CTCRecipe
+
+    torch.manual_seed(0)
+    teacher = Wav2Vec2CTCRecipe(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=4,
+    )
+    return teacher.export(tmp_path_factory.mktemp("teacher") / "hf")
+
+
+@pytest.fixture
+def fit(tmp_path):
+    """``fit(model, datamodule, callbacks=(), **trainer_options)``: one quiet CPU epoch (unless
+    the options say otherwise) without logger, checkpoints or validation, under tmp_path."""
+
+    def run(model, datamodule, callbacks=(), **trainer_options) -> L.Trainer:
+        trainer = L.Trainer(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=list(callbacks),
+            default_root_dir=tmp_path,
+            **{"max_epochs": 1, **trainer_options},
+        )
+        trainer.fit(model, datamodule)
+        return trainer
+
+    return run

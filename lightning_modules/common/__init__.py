@@ -1,0 +1,17 @@
+"""What every task's LightningModule shares: weight-initialization schemes, normalization layers,
+weight-decay parameter groups and learning-rate schedules (the README's "Training checklist
+switches")."""
+
+from lightning_modules.common.layers import Init, Norm, init_weights, make_norm
+from lightning_modules.common.optim import Schedule, build_scheduler, decay_groups, lr_multiplier
+
+__all__ = [
+    "Init",
+    "Norm",
+    "Schedule",
+    "build_scheduler",
+    "decay_groups",
+    "init_weights",
+    "lr_multiplier",
+    "make_norm",
+]

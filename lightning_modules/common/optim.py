@@ -1,0 +1,108 @@
+"""Weight-decay parameter groups and learning-rate schedules, one implementation for every task.
+
+    optimizer = torch.optim.AdamW(decay_groups(model.parameters(), weight_decay=0.01), lr=1e-3)
+    scheduler = build_scheduler(optimizer, "flat_cosine", total_steps, warmup_steps=100)
+
+Schedules (`Schedule`), each after an optional linear warm-up from lr/warmup to lr:
+- constant: lr;
+- linear: down to 0 at the last step (PPO's annealing, the wav2vec2 fine-tuning schedule);
+- cosine: half a cosine down to 0 (Loshchilov & Hutter 2017);
+- flat_cosine: flat for 75% of the steps after warm-up, then cosine to 0 (fastai's fit_flat_cos);
+- one_cycle: up from lr/25 to lr over the warm-up (30% of the run when `warmup_steps` is 0) and
+  down to lr/25e4, both halves cosine (Smith & Topin 2019; torch's OneCycleLR defaults).
+Hand-written as one multiplier rather than torch's OneCycleLR and friends: PPO (manual
+optimization) reads the same multiplier, and `build_scheduler`'s LambdaLR leaves the rate of a
+parameter group added after it was built (BackboneFinetuning's backbone group) to whoever added
+it, where torch's schedulers fail on a group they have not seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+Schedule = Literal["constant", "linear", "cosine", "flat_cosine", "one_cycle"]
+SCHEDULES = ("constant", "linear", "cosine", "flat_cosine", "one_cycle")
+FLAT_FRACTION = 0.75  # flat_cosine: share of the post-warm-up steps at the full rate (fastai)
+ONE_CYCLE_START = 0.3  # one_cycle: share of the run spent rising when no warm-up is given (torch)
+ONE_CYCLE_DIV, ONE_CYCLE_FINAL_DIV = 25.0, 1e4  # one_cycle: lr/25 at the start, lr/25e4 at the end
+
+
+def _cosine(progress: float) -> float:
+    """1 at progress 0, 0 at progress 1."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def lr_multiplier(
+    schedule: Schedule, step: int, total_steps: float, warmup_steps: int = 0
+) -> float:
+    """The factor of the peak learning rate at optimizer step `step` (0-based) of `total_steps`.
+
+    A run of unknown length (`total_steps` infinite, e.g. max_epochs=-1) stays at the peak after
+    warm-up; so does one no longer than its warm-up.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+    if schedule == "one_cycle":
+        if not math.isfinite(total_steps):
+            raise ValueError(
+                "lr_schedule one_cycle needs a run of known length (max_steps or max_epochs)"
+            )
+        rise = warmup_steps or max(1, round(ONE_CYCLE_START * total_steps))
+        low, end = 1.0 / ONE_CYCLE_DIV, 1.0 / (ONE_CYCLE_DIV * ONE_CYCLE_FINAL_DIV)
+        if step < rise:
+            return low + (1.0 - low) * (1.0 - _cosine(step / rise))
+        return end + (1.0 - end) * _cosine((step - rise) / max(1.0, total_steps - rise))
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or not math.isfinite(total_steps) or total_steps <= warmup_steps:
+        return 1.0
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    if schedule == "cosine":
+        return _cosine(progress)
+    if progress < FLAT_FRACTION:  # flat_cosine
+        return 1.0
+    return _cosine((progress - FLAT_FRACTION) / (1.0 - FLAT_FRACTION))
+
+
+class ScheduleLR(LambdaLR):
+    """A LambdaLR that schedules the parameter groups it was built with and leaves the rate of
+    groups added later (BackboneFinetuning's backbone) as their owner sets it."""
+
+    def get_lr(self) -> list[float]:
+        scheduled = super().get_lr()
+        return scheduled + [group["lr"] for group in self.optimizer.param_groups[len(scheduled) :]]
+
+
+def build_scheduler(
+    optimizer: Optimizer, schedule: Schedule, total_steps: float, warmup_steps: int = 0
+) -> ScheduleLR:
+    """A per-step LambdaLR of `lr_multiplier` (give it to Lightning with `"interval": "step"`)."""
+    lr_multiplier(schedule, 0, total_steps, warmup_steps)  # an unknown name fails here, not mid-run
+    return ScheduleLR(
+        optimizer, lambda step: lr_multiplier(schedule, step, total_steps, warmup_steps)
+    )
+
+
+def decay_groups(
+    parameters: Iterable[torch.nn.Parameter], weight_decay: float, **options
+) -> list[dict]:
+    """Optimizer parameter groups: weight decay on weight matrices and kernels (ndim >= 2) only,
+    none on biases, norm scales and scalars such as a temperature (as BERT, GPT and CLIP train).
+    Frozen parameters (requires_grad False) are left out, and so are empty groups; `options`
+    (e.g. `lr`) go into both groups."""
+    trained = [p for p in parameters if p.requires_grad]
+    matrices = [p for p in trained if p.ndim >= 2]
+    others = [p for p in trained if p.ndim < 2]
+    groups = [
+        {"params": matrices, "weight_decay": weight_decay, **options},
+        {"params": others, "weight_decay": 0.0, **options},
+    ]
+    return [group for group in groups if group["params"]]

@@ -1,0 +1,85 @@
+"""Bad `--ckpt_path` files get one line naming the file and the problem, not a traceback."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from tiny_task import TinyDataModule, TinyRegressor
+
+from casebook.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+CSV = str(REPO / "configs/presets/csv.yaml")
+
+
+def run(capsys, *arguments: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main(list(arguments))
+    return done.value.code, capsys.readouterr().err.strip()
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Test arguments for the tiny regressor, and one good checkpoint of it."""
+    arguments = [
+        "--model=tiny_task.TinyRegressor", "--data=tiny_task.TinyDataModule",
+        "--data.num_features=3", "--config", CSV, f"--trainer.default_root_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(TinyRegressor(feature_dim=3), TinyDataModule(num_features=3))
+    good = tmp_path / "good.ckpt"
+    trainer.save_checkpoint(good)
+    return arguments, good
+
+
+def test_missing_checkpoint_is_one_line(capsys, tiny, tmp_path):
+    arguments, _ = tiny
+    code, err = run(capsys, "test", *arguments, f"--ckpt_path={tmp_path / 'nope.ckpt'}")
+    assert code == 2 and err.count("\n") == 0 and "nope.ckpt: no such checkpoint file" in err
+
+
+def test_truncated_checkpoint_is_one_line(capsys, tiny, tmp_path):
+    arguments, good = tiny
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(good.read_bytes()[:500])
+    code, err = run(capsys, "test", *arguments, f"--ckpt_path={broken}")
+    assert code == 2 and err.count("\n") == 0 and "broken.ckpt: not a readable checkpoint" in err
+
+
+def test_another_tasks_checkpoint_is_one_line_naming_both_models(capsys, tiny, tmp_path):
+    arguments, good = tiny
+    other = tmp_path / "other.ckpt"
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["hyper_parameters"] = {"_class_path": "lightning_modules.trading.PPOTrader"}
+    torch.save(checkpoint, other)
+    code, err = run(capsys, "fit", *arguments, f"--ckpt_path={other}")
+    assert code == 2 and err.count("\n") == 0
+    assert "a checkpoint of PPOTrader, but this config's model is TinyRegressor" in err
+
+
+def test_a_checkpoint_of_other_sizes_is_one_line(capsys, tiny):
+    arguments, good = tiny
+    code, err = run(capsys, "test", *arguments, "--model.hidden=16", f"--ckpt_path={good}")
+    assert code == 2 and err.count("\n") == 0
+    assert "does not fit this config's model" in err and "net.0.weight" in err
+
+
+def test_a_good_checkpoint_still_loads(capsys, tiny):
+    arguments, good = tiny
+    main(["test", *arguments, f"--ckpt_path={good}"])
+    assert (Path(arguments[-1].split("=", 1)[1]) / "test_metrics.json").exists()
+
+
+class Opaque:
+    """Not a tensor or a plain container: `weights_only` loading refuses it."""
+
+
+def test_a_checkpoint_holding_pickled_objects_is_refused_in_one_line(capsys, tiny, tmp_path):
+    arguments, good = tiny
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save({**torch.load(good, weights_only=True), "extra": Opaque()}, unsafe)
+    code, err = run(capsys, "test", *arguments, f"--ckpt_path={unsafe}")
+    assert code == 2 and err.count("\n") == 0 and "weights_only=True" in err

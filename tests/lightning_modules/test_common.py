@@ -1,0 +1,99 @@
+"""The task-agnostic switches every LightningModule reads: initialization schemes, norms,
+weight-decay groups and learning-rate schedules."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_modules.common import build_scheduler, decay_groups, init_weights, make_norm
+
+
+@pytest.mark.parametrize(
+    "scheme,expected_std",
+    [("xavier", math.sqrt(2 / (256 + 256))), ("kaiming", math.sqrt(2 / 256))],
+)
+def test_init_scheme_sets_its_standard_deviation(scheme, expected_std):
+    torch.manual_seed(0)
+    layer = init_weights(nn.Sequential(nn.Linear(256, 256)), scheme)[0]
+    assert layer.weight.std().item() == pytest.approx(expected_std, rel=0.03)
+    assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_orthogonal_init_gives_orthogonal_rows_scaled_by_the_gain():
+    layer = init_weights(nn.Sequential(nn.Linear(64, 64)), "orthogonal", gain=math.sqrt(2))[0]
+    gram = layer.weight @ layer.weight.T
+    assert torch.allclose(gram, 2 * torch.eye(64), atol=1e-4)
+
+
+def test_default_init_leaves_the_weights_alone_and_unknown_schemes_fail():
+    layer = nn.Linear(8, 8)
+    before = layer.weight.clone()
+    init_weights(layer, "default")
+    assert torch.equal(layer.weight, before)
+    with pytest.raises(ValueError, match="init must be"):
+        init_weights(layer, "lecun")
+
+
+@pytest.mark.parametrize(
+    "kind,layer", [("group", nn.GroupNorm), ("layer", nn.GroupNorm), ("batch", nn.BatchNorm2d)]
+)
+def test_norm_switch_builds_that_norm(kind, layer):
+    norm = make_norm(kind, 16)
+    assert isinstance(norm, layer)
+    if kind == "layer":
+        assert norm.num_groups == 1  # LayerNorm over channels and positions
+    assert isinstance(make_norm("none", 16), nn.Identity)
+
+
+def test_weight_decay_applies_to_matrices_only_and_skips_frozen_parameters():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    model[2].requires_grad_(False)
+    groups = decay_groups(model.parameters(), 0.1, lr=0.5)
+    decayed, plain = groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert [p.shape for p in decayed["params"]] == [torch.Size([4, 4])]
+    assert len(plain["params"]) == 3  # a bias and the norm's scale and shift
+    assert all(g["lr"] == 0.5 for g in groups)
+
+
+def lr_curve(schedule: str, steps: list[int], total: int = 100, warmup: int = 10) -> list[float]:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, schedule, total, warmup)
+    curve = {}
+    for step in range(total + 1):
+        curve[step] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    return [curve[s] for s in steps]
+
+
+@pytest.mark.parametrize(
+    "schedule,expected",
+    [
+        # 10 warm-up steps then 90: linear and cosine are halfway down at step 55; flat_cosine
+        # stays flat for 75% of the 90 (to step 77.5) and is halfway down at 88.75.
+        ("constant", {0: 0.1, 9: 1.0, 55: 1.0, 100: 1.0}),
+        ("linear", {0: 0.1, 9: 1.0, 55: 0.5, 100: 0.0}),
+        ("cosine", {0: 0.1, 9: 1.0, 30: 0.883, 55: 0.5, 100: 0.0}),
+        ("flat_cosine", {0: 0.1, 55: 1.0, 77: 1.0, 89: 0.483, 100: 0.0}),
+    ],
+)
+def test_each_schedule_warms_up_then_follows_its_curve(schedule, expected):
+    got = lr_curve(schedule, list(expected))
+    assert got == pytest.approx(list(expected.values()), abs=0.005)
+
+
+def test_one_cycle_rises_from_a_25th_to_the_peak_then_falls_to_almost_zero():
+    start, peak, middle, end = lr_curve("one_cycle", [0, 30, 65, 100], total=100, warmup=0)
+    assert start == pytest.approx(1 / 25)
+    assert peak == pytest.approx(1.0)  # 30% of the run rising, as torch's OneCycleLR
+    assert middle == pytest.approx(0.5, abs=0.01)
+    assert end == pytest.approx(1 / 25e4, abs=1e-6)
+
+
+def test_unknown_schedule_fails_when_built():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        build_scheduler(optimizer, "step", 100)

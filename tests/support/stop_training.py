@@ -1,0 +1,20 @@
+"""A test-support callback that interrupts training as a cluster or a user would."""
+
+import os
+import signal
+
+from lightning.pytorch import Callback
+
+
+class StopAt(Callback):
+    """Sends `signal` (SIGTERM by default, SIGKILL for a killed process) to this process when
+    training batch `batch` (0-based) of epoch `epoch` starts: SIGTERM lets Lightning finish
+    that batch, SIGKILL ends the process before it."""
+
+    def __init__(self, epoch: int, batch: int, signal: str = "SIGTERM") -> None:
+        super().__init__()
+        self.epoch, self.batch, self.signal = epoch, batch, signal
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), getattr(signal, self.signal))
