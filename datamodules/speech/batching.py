@@ -1,7 +1,8 @@
 """Batches of similar-length utterances, so little of each batch is padding.
 
 Lightning has no length-bucketing sampler, so this one is hand-written. It subclasses PyTorch's
-`BatchSampler` and takes a `sampler` first so that Lightning can rebuild it with a
+`BatchSampler` (through `ResumableBatchSampler`, so a resumed epoch skips the batches already
+trained on) and takes a `sampler` first so that Lightning can rebuild it with a
 `DistributedSampler` under DDP; it then reads `num_replicas`, `rank` and `epoch` from that
 sampler (Lightning calls its `set_epoch`), builds the same batch list on every rank and deals the
 batches out, padded so every rank gets the same number (unequal counts would hang DDP).
@@ -10,7 +11,9 @@ batches out, padded so every rank gets the same number (unequal counts would han
 import random
 from collections.abc import Iterator, Sequence
 
-from torch.utils.data import BatchSampler, DistributedSampler, Sampler, SequentialSampler
+from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
+
+from datamodules.resume import ResumableBatchSampler
 
 
 class EpochSampler(SequentialSampler):
@@ -23,7 +26,7 @@ class EpochSampler(SequentialSampler):
         self.epoch = epoch
 
 
-class DurationBatchSampler(BatchSampler):
+class DurationBatchSampler(ResumableBatchSampler):
     """Groups utterances of similar duration into batches.
 
     Training (`shuffle=True`): each epoch, indices are shuffled, cut into pools of
@@ -110,8 +113,8 @@ class DurationBatchSampler(BatchSampler):
             batches = batches[rank::num_replicas]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()
+    def epoch_batches(self) -> Iterator[list[int]]:
+        return iter(self.batches())
 
     def __len__(self) -> int:
         return len(self.batches())

@@ -14,12 +14,15 @@ Batches are dicts: `input_values` (B, T) float, `attention_mask` (B, T), `labels
 """
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
+from datamodules.resume import ResumableDataLoader
 from datamodules.speech.augment import NoiseColor, WaveformAugment
 from datamodules.speech.batching import DurationBatchSampler, EpochSampler
 from datamodules.speech.dataset import SpeechCollator, SpeechDataset
@@ -247,6 +250,13 @@ class SpeechDataModule(L.LightningDataModule):
             policy=self.policy,
         )
 
+    def __str__(self) -> str:
+        # LightningDataModule.__str__ builds every dataloader, which synthesizes the tts corpus.
+        # jsonargparse formats the datamodule into a message for each of casebook's data->model
+        # links it skips, at CLI instantiation, on every DDP rank: before `prepare_data`, which
+        # is what should synthesize it, and on one process.
+        return f"{type(self).__name__}(source={self.source!r})"
+
     # ------------------------------------------------------------------ public helpers
 
     @property
@@ -260,6 +270,26 @@ class SpeechDataModule(L.LightningDataModule):
         directory.mkdir(parents=True, exist_ok=True)
         self.processor.save_pretrained(str(directory))
         return directory
+
+    def class_counts(self) -> dict[str, int]:
+        """For `casebook doctor`: occurrences of each vocabulary character (`|`: word break) in
+        the training transcripts."""
+        self.setup("fit")
+        tokenizer = self.processor.tokenizer
+        special = set(tokenizer.all_special_ids)
+        counts = Counter(i for u in self.datasets["train"].utterances for i in u.label_ids)
+        vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+        return {token: counts[i] for token, i in vocab if i not in special}
+
+    def split_keys(self) -> dict[str, dict[str, set[str]]]:
+        """For `casebook doctor`: the transcripts and (when the source names them) the speakers
+        of each split; the tts corpus promises both disjoint."""
+        self.setup()
+        splits = {name: self.datasets[name].utterances for name in ("train", "val", "test")}
+        keys = {"sentence": {name: {u.text for u in utts} for name, utts in splits.items()}}
+        if all(u.speaker for utts in splits.values() for u in utts):
+            keys["voice"] = {name: {u.speaker for u in utts} for name, utts in splits.items()}
+        return keys
 
     # ------------------------------------------------------------------ loaders
 
@@ -275,12 +305,15 @@ class SpeechDataModule(L.LightningDataModule):
             shuffle=split == "train",
             seed=self.hparams.seed,
         )
-        return DataLoader(
+        # Training resumes mid-epoch (`--ckpt_path last`) with the batches it had not reached.
+        train = split == "train"
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_sampler=batch_sampler,
             collate_fn=self._collator,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.hparams.seed) if train else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -294,3 +327,17 @@ class SpeechDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    # ------------------------------------------------------------------ resume
+
+    def state_dict(self) -> dict:
+        """The training augmentation's random stream, saved in checkpoints so a resumed run
+        augments the rest of the epoch as the uninterrupted run would."""
+        train = self.datasets.get("train")
+        state = train.augment_state() if train is not None else None
+        return {"train_augment": state} if state is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "train_augment" in state_dict:
+            self.setup("fit")  # Lightning has done it already; a no-op then
+            self.datasets["train"].load_augment_state(state_dict["train_augment"])

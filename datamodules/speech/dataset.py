@@ -77,6 +77,16 @@ class SpeechDataset(Dataset):
             self._stream = (key, torch.Generator().manual_seed(seed))
         return self._stream[1]
 
+    def augment_state(self) -> torch.Tensor | None:
+        """The main process's augmentation stream (None without one), for checkpoints."""
+        if self._stream is None or self._stream[0] is not None:
+            return None
+        return self._stream[1].get_state()
+
+    def load_augment_state(self, state: torch.Tensor) -> None:
+        self._stream = (None, torch.Generator())
+        self._stream[1].set_state(state)
+
     def __getitem__(self, index: int) -> dict | None:
         utt = self.utterances[index]
         try:

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.errors import DataError
+from datamodules.resume import ResumableDataLoader, gather_from_ranks
 from datamodules.trading.env import (
     ACTION_MODES,
     EXECUTIONS,
@@ -431,8 +432,39 @@ class MarketDataModule(L.LightningDataModule):
         self._backtest_cache[split] = out
         return out
 
+    # ----------------------------------------------------------------------------- casebook doctor
+    def split_keys(self) -> dict[str, dict[str, set[str]]]:
+        """For `casebook doctor`: per split, every "<asset> <date>" an observation or a reward of
+        its decision days reads (observation_span days before a decision day to the day after
+        it). Disjoint, the splits cannot leak through overlapping windows."""
+        self.prepare_table()
+        touched: dict[str, set[str]] = {}
+        for split in SPLITS:
+            touched[split] = set()
+            for bars, days in zip(self.bars, self._days[split], strict=True):
+                # Coverage of the intervals [t - span, t + 1] by a difference array.
+                edges = np.zeros(len(bars) + 2, dtype=np.int64)
+                np.add.at(edges, days - self.observation_span, 1)
+                np.add.at(edges, days + 2, -1)
+                read = np.cumsum(edges)[: len(bars)] > 0
+                dates = bars.dates[read].strftime("%Y-%m-%d")
+                touched[split] |= {f"{bars.name} {d}" for d in dates}
+        return {"date": touched}
+
+    def inspection_batches(self) -> dict[str, dict[str, torch.Tensor]]:
+        """For `casebook doctor`: what the agent reads, since the training batches only pace
+        iterations: the normalized feature table and the returns rewards are computed from."""
+        self.prepare_table()
+        table = self.table
+        returns = {"gap": table.gap, "intraday": table.intraday}
+        return {"market table": {"features": table.features, **returns}}
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Paces(self.iterations_per_epoch), batch_size=None)
+        # Resumable, so a mid-epoch resume runs only the iterations the epoch had left.
+        generator = torch.Generator().manual_seed(self.seed)
+        return ResumableDataLoader(
+            _Paces(self.iterations_per_epoch), batch_size=None, generator=generator
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Paces(1), batch_size=None)
@@ -442,29 +474,27 @@ class MarketDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------------------- resume
     def state_dict(self) -> dict:
-        """The training environments' state, saved in checkpoints so `--ckpt_path` resumes them.
-
-        Only rank 0 writes checkpoints; on resume the other DDP ranks restart their environments
-        from a seed derived from rank 0's saved generator and their rank, so they stay distinct.
-        """
+        """Every DDP rank's training environments, saved in checkpoints so `--ckpt_path` resumes
+        each rank's episodes where they were (gathered: every rank saves, rank 0 writes)."""
         if self.train_env is None:
             return {}
-        return {"train_env": self.train_env.state_dict(), "rank": self._rank()}
+        return {"train_envs": gather_from_ranks(self.train_env.state_dict())}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if "train_env" not in state_dict:
+        if "train_envs" not in state_dict and "train_env" not in state_dict:
             return
         if self.train_env is None:
             self._pending_env_state = state_dict
             return
         self._pending_env_state = None
-        env_state = state_dict["train_env"]
+        # "train_env": rank 0's alone, as checkpoints held before every rank's was gathered.
+        states = state_dict.get("train_envs") or [state_dict["train_env"]]
         rank = self._rank()
-        if state_dict.get("rank", 0) == rank:
-            self.train_env.load_state_dict(env_state)
+        if rank < len(states):
+            self.train_env.load_state_dict(states[rank])
         else:
-            # Derive a fresh seed from the saved generator: distinct per rank and per resume point.
+            # More ranks than were saved: a fresh seed from rank 0's generator, distinct per rank.
             saved = torch.Generator()
-            saved.set_state(env_state["generator"])
+            saved.set_state(states[0]["generator"])
             self.train_env.seed(int(torch.randint(2**62, (1,), generator=saved)) + rank)
             self.train_env.reset()

@@ -4,7 +4,7 @@
 
 Sources (`--data.source`): `procedural` (seeded generated videos, the default), `features`
 (YouCook2-style annotation JSON + `<video_id>.npy` T×D features at `--data.fps`), `video` (files
-decoded with torchcodec; `casebook predict` encodes them into features once).
+decoded with torchcodec or PyAV; `casebook predict` encodes them into features once).
 
 Tasks (`--data.task`):
 - `align`: whole videos. Batch: `frames` (B, T, 3, H, W) float in [0, 1] (procedural, video) or
@@ -23,15 +23,28 @@ Tasks (`--data.task`):
 are set in `__init__`, for LightningCLI's `link_arguments(..., apply_on="instantiate")`.
 """
 
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.cache import default_cache_dir
 from datamodules.errors import DataError
-from datamodules.video.annotations import feature_shape, read_annotation_json, training_sentences
+from datamodules.resume import (
+    ResumableBatchSampler,
+    ResumableDataLoader,
+    SeededRandomSampler,
+    WeightedBatchSampler,
+)
+from datamodules.video.annotations import (
+    feature_shape,
+    frame_labels,
+    read_annotation_json,
+    training_sentences,
+)
 from datamodules.video.datasets import (
     AlignCollate,
     FeatureLoader,
@@ -85,6 +98,7 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         annotations: str | None = None,
         features_dir: str | None = None,
         video_dir: str | None = None,
+        video_decoder: Literal["auto", "torchcodec", "pyav"] = "auto",
         fps: float = 1.0,
         num_frames: int | None = None,
         tokenizer: str | None = None,
@@ -92,6 +106,7 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         max_vocab_size: int = 4000,
         cache_dir: str | None = None,
         skip_bad_videos: bool = False,
+        balanced_sampling: bool = False,
     ) -> None:
         """
         Args:
@@ -99,7 +114,8 @@ class InstructionalVideoDataModule(L.LightningDataModule):
             task: align (whole videos with their steps) or pretrain ((frame, step text) pairs).
             batch_size: videos (align) or pairs (pretrain) per batch.
             num_workers: DataLoader worker processes.
-            seed: seed of the procedural generator; the same seed gives the same videos.
+            seed: seed of the procedural generator (the same seed gives the same videos) and of
+                the training order.
             num_train_videos: procedural videos in the train split.
             num_val_videos: procedural videos in the valid split.
             num_test_videos: procedural videos in the test split (each has a held-out step).
@@ -115,6 +131,7 @@ class InstructionalVideoDataModule(L.LightningDataModule):
             annotations: YouCook2-style annotation JSON (features and video sources).
             features_dir: folder of <video_id>.npy T×D feature arrays (features source).
             video_dir: folder of <video_id>.<ext> video files (video source).
+            video_decoder: torchcodec, pyav (bundles FFmpeg), or auto: torchcodec if it loads.
             fps: features (or decoded frames) per second; converts segment seconds to frames.
             num_frames: resample every video to this many frames; None pads to the batch's longest.
             tokenizer: local folder of a pretrained tokenizer; None trains a WordPiece on the texts.
@@ -123,6 +140,8 @@ class InstructionalVideoDataModule(L.LightningDataModule):
             cache_dir: where the trained tokenizer is cached (None: $CASEBOOK_CACHE or .cache/casebook).
             skip_bad_videos: skip videos with bad annotations or files (counted in one warning)
                 instead of stopping.
+            balanced_sampling: pretrain: draw training pairs with replacement, each step meaning
+                (text id) equally often, however often it occurs (real annotations are long-tailed).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -130,6 +149,11 @@ class InstructionalVideoDataModule(L.LightningDataModule):
             raise ValueError(f"source must be procedural, features or video, got {source!r}")
         if task not in ("align", "pretrain"):
             raise ValueError(f"task must be align or pretrain, got {task!r}")
+        if balanced_sampling and task != "pretrain":
+            raise ValueError(
+                "balanced_sampling balances the pretrain pairs' step meanings; an align batch is"
+                " whole videos, whose frame classes (background vs steps) a sampler cannot balance"
+            )
         if source != "procedural" and fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.source, self.task = source, task
@@ -168,7 +192,7 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         if source == "video":
             if video_dir is None:
                 raise DataError("--data.source=video needs --data.video_dir")
-            video_decoder_class()  # one clear line now if torchcodec is missing
+            video_decoder_class(video_decoder)  # one clear line now if no decoder loads
 
         if tokenizer is not None:
             self.tokenizer = load_pretrained_tokenizer(tokenizer)
@@ -209,15 +233,42 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         if self.source == "features":
             locate = features_locator(hp.features_dir, self.feature_dim)
         else:
-            locate = video_locator(hp.video_dir, hp.fps)
+            locate = video_locator(hp.video_dir, hp.fps, hp.video_decoder)
         self.videos = annotated_splits(hp.annotations, locate, hp.fps, hp.skip_bad_videos)
+
+    def class_counts(self) -> dict[str, int]:
+        """For `casebook doctor`: training examples per step meaning (named by its first text):
+        frames, plus background frames, for align; (frame, text) pairs for pretrain."""
+        self.setup()
+        counts: Counter[str] = Counter()
+        names: dict[int, str] = {}
+        for video in self.videos["train"]:
+            labels = frame_labels(video.segments, video.num_frames)
+            if self.task == "align":
+                counts["background"] += int((labels == 0).sum())
+            for k, (text_id, text) in enumerate(zip(video.text_ids, video.texts), start=1):
+                name = names.setdefault(text_id, text)
+                counts[name] += int((labels == k).sum()) if self.task == "align" else 1
+        return dict(counts)
+
+    def split_keys(self) -> dict[str, dict[str, set]]:
+        """For `casebook doctor`: video ids per split, and the step meanings (text ids) of the
+        test split's held-out steps, which no training video may show."""
+        self.setup()
+        keys = {"video id": {s: {v.video_id for v in videos} for s, videos in self.videos.items()}}
+        heldout = {t for v in self.videos["test"] for t, h in zip(v.text_ids, v.heldout) if h}
+        seen = {t for v in self.videos["train"] for t in v.text_ids}
+        keys["held-out step"] = {"train": seen, "test": heldout}
+        return keys
 
     def _loader(self):
         if self.source == "procedural":
             return self.generator.render_frames
         if self.source == "features":
             return FeatureLoader()
-        return VideoFrameLoader(self.hparams.fps, self.hparams.frame_size)
+        return VideoFrameLoader(
+            self.hparams.fps, self.hparams.frame_size, self.hparams.video_decoder
+        )
 
     def dataset(self, split: str) -> Dataset:
         """The `split` ("train", "val" or "test") dataset of the current task."""
@@ -230,12 +281,11 @@ class InstructionalVideoDataModule(L.LightningDataModule):
             self.videos[split], self._loader(), self.input_key, random_frame=split == "train"
         )
 
-    def _dataloader(self, dataset: Dataset, collate, shuffle: bool = False) -> DataLoader:
+    def _dataloader(self, dataset: Dataset, collate) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=collate,
@@ -247,7 +297,25 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         return PairCollate(self.tokenizer, self.hparams.max_text_length)
 
     def train_dataloader(self) -> DataLoader:
-        return self._dataloader(self.dataset("train"), self._collate(), shuffle=True)
+        """Shuffled by (seed, epoch), or drawn balanced by step meaning (`balanced_sampling`), and
+        resumable mid-epoch (`--ckpt_path last`)."""
+        dataset, seed, workers = self.dataset("train"), self.hparams.seed, self.hparams.num_workers
+        size = self.hparams.batch_size
+        if self.hparams.balanced_sampling:
+            weights = step_balancing_weights(dataset)
+            batches = WeightedBatchSampler(None, size, drop_last=False, weights=weights, seed=seed)
+        else:
+            batches = ResumableBatchSampler(
+                SeededRandomSampler(dataset, seed), size, drop_last=False
+            )
+        return ResumableDataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=self._collate(),
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._dataloader(self.dataset("val"), self._collate())
@@ -261,10 +329,19 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         hp = self.hparams
         if self.source == "video":
             paths = list_videos(hp.video_dir)
-            dataset = VideoFileDataset(paths, hp.fps, hp.num_frames, hp.frame_size)
+            dataset = VideoFileDataset(
+                paths, hp.fps, hp.num_frames, hp.frame_size, hp.video_decoder
+            )
             return self._dataloader(dataset, VideoCollate())
         self.setup()
         dataset = StepAlignmentDataset(
             self.videos["test"], self._loader(), self.input_key, hp.num_frames
         )
         return self._dataloader(dataset, AlignCollate(self.tokenizer, hp.max_text_length))
+
+
+def step_balancing_weights(pairs: FrameTextPairDataset) -> list[float]:
+    """Per pair, 1 / (pairs of its step meaning): every text id is then drawn equally often."""
+    text_ids = [pairs.videos[v].text_ids[k] for v, k in pairs.steps]
+    counts = Counter(text_ids)
+    return [1.0 / counts[t] for t in text_ids]

@@ -86,13 +86,15 @@ def features_locator(
     return locate
 
 
-def video_locator(video_dir: str | Path, fps: float) -> Callable[[str], tuple[Path, int]]:
-    """The file `<video_dir>/<video_id>.<ext>`, its length probed at `fps`."""
+def video_locator(
+    video_dir: str | Path, fps: float, backend: str = "auto"
+) -> Callable[[str], tuple[Path, int]]:
+    """The file `<video_dir>/<video_id>.<ext>`, its length probed at `fps` with `backend`."""
     files = {path.stem: path for path in list_videos(video_dir)}
 
     def locate(video_id: str) -> tuple[Path, int]:
         if video_id not in files:
             raise DataError(f"video {video_id}: no video file named {video_id}.* in {video_dir}")
-        return files[video_id], probe_num_frames(files[video_id], fps)
+        return files[video_id], probe_num_frames(files[video_id], fps, backend)
 
     return locate

@@ -69,3 +69,50 @@ def equity_figure(
     bottom.grid(alpha=0.3)
     figure.autofmt_xdate()
     return figure
+
+
+def trades(dates, positions: Tensor, log_returns: Tensor) -> list[dict]:
+    """The strategy's trades: each run of consecutive days holding the same non-zero position.
+
+    A trade's return is the sum of its days' net log returns (the costs of entering it included,
+    as `simulate` books them on the day the position changes), reported as a simple return.
+    positions, log_returns: (days,) for one strategy; dates: the matching decision days.
+    """
+    rows, start = [], None
+    held = positions.tolist()
+    for day in range(len(held) + 1):
+        ends = day == len(held) or (start is not None and held[day] != held[start])
+        if start is not None and ends:
+            net = float(log_returns[start:day].double().sum())
+            rows.append(
+                {
+                    "entry": str(dates[start].date()),
+                    "exit": str(dates[day - 1].date()),
+                    "side": "long" if held[start] > 0 else "short",
+                    "size": abs(held[start]),
+                    "days": day - start,
+                    "return": math.expm1(net),
+                    "_span": (start, day),  # for the figure; dropped from the table
+                }
+            )
+            start = None
+        if day < len(held) and start is None and held[day] != 0:
+            start = day
+    return rows
+
+
+def worst_trades_figure(dates, close: Tensor, worst: list[dict], title: str) -> Figure:
+    """The decision day's close with the worst trades shaded (red: long, purple: short)."""
+    figure = Figure(figsize=(9, 3.5))
+    axes = figure.subplots()
+    axes.plot(dates, close.double().numpy(), linewidth=1.0, color="black")
+    for rank, trade in enumerate(worst, 1):
+        start, stop = trade["_span"]
+        colour = "tab:red" if trade["side"] == "long" else "tab:purple"
+        axes.axvspan(dates[start], dates[stop - 1], color=colour, alpha=0.3)
+        axes.annotate(str(rank), (dates[start], float(close[start])), fontsize=8)
+    axes.set_ylabel("close")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    return figure

@@ -13,26 +13,12 @@ over every day of a split in one batch and only the tiny heads day by day.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
-Norm = Literal["group", "layer", "batch", "none"]
-Init = Literal["orthogonal", "xavier", "kaiming"]
-
-
-def make_norm(kind: Norm, channels: int, groups: int = 8) -> nn.Module:
-    if kind == "group":
-        return nn.GroupNorm(math.gcd(groups, channels), channels)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)  # one group = LayerNorm over (channels, time, features)
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"norm must be group, layer, batch or none, not {kind!r}")
+from lightning_modules.common import Init, Norm, init_weights, make_norm
 
 
 class SeparableConv(nn.Module):
@@ -138,21 +124,13 @@ class TradingPolicy(nn.Module):
 
     def reset_parameters(self, init: Init = "orthogonal") -> None:
         """Orthogonal init as in PPO implementations (Engstrom et al. 2020; CleanRL): gain √2 for
-        hidden layers, 0.01 for the policy head (near-uniform first policy), 1 for the value head."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                if init == "orthogonal":
-                    nn.init.orthogonal_(module.weight, math.sqrt(2))
-                elif init == "xavier":
-                    nn.init.xavier_uniform_(module.weight)
-                elif init == "kaiming":
-                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                else:
-                    raise ValueError(f"init must be orthogonal, xavier or kaiming, not {init!r}")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        hidden layers, 0.01 for the policy head (near-uniform first policy), 1 for the value head.
+        `init` swaps the hidden layers' scheme (xavier, kaiming, or PyTorch's default); the
+        heads keep theirs, which set the first policy and value scales."""
+        init_weights(self, init, gain=math.sqrt(2))
         for head, gain in ((self.policy_head, 0.01), (self.value_head, 1.0), (self.aux_head, 1.0)):
             nn.init.orthogonal_(head.weight, gain)
+            nn.init.zeros_(head.bias)
 
     def trunk(self, market: Tensor) -> Tensor:
         """(batch, channels, window, features) → (batch, trunk_dim)."""
@@ -168,7 +146,10 @@ class TradingPolicy(nn.Module):
     def heads(self, trunk: Tensor, position: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(batch, trunk_dim), (batch,) → action logits or means (batch, A), value (batch,), aux (batch,)."""
         h = self.body(torch.cat([trunk, position.unsqueeze(-1)], dim=-1))
-        return self.policy_head(h), self.value_head(h).squeeze(-1), self.aux_head(h).squeeze(-1)
+        # float32 out of the heads even under bf16 autocast: PPO's probability ratio compares
+        # log-probabilities that bf16's 8-bit mantissa would round by ~1%.
+        policy_out, value, aux = self.policy_head(h), self.value_head(h), self.aux_head(h)
+        return policy_out.float(), value.squeeze(-1).float(), aux.squeeze(-1).float()
 
     def distribution(self, policy_out: Tensor) -> torch.distributions.Distribution:
         if self.continuous:

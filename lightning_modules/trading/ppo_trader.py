@@ -19,6 +19,7 @@ PPO details follow Schulman et al. 2017 and "The 37 implementation details of PP
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,11 +28,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from callbacks import log_figure
+from callbacks import log_figure, log_table
 from datamodules.errors import DataError
 from datamodules.trading import BacktestAsset, simulate
-from lightning_modules.trading.backtest import equity_figure, performance
-from lightning_modules.trading.policy import Init, Norm, TradingPolicy
+from lightning_modules.common import Init, Norm, Schedule, decay_groups, lr_multiplier
+from lightning_modules.trading.backtest import (
+    equity_figure,
+    performance,
+    trades,
+    worst_trades_figure,
+)
+from lightning_modules.trading.policy import TradingPolicy
 
 # Constructor options passed through to TradingPolicy unchanged.
 POLICY_OPTIONS = (
@@ -131,10 +138,13 @@ class PPOTrader(L.LightningModule):
         max_grad_norm: float = 0.5,
         lr: float = 3e-4,
         anneal_lr: bool = True,
+        lr_schedule: Schedule = "linear",
+        warmup_steps: int = 0,
         weight_decay: float = 0.0,
         ensemble_checkpoints: list[str] | None = None,
         ensemble_weighting: Literal["uniform", "val_sharpe"] = "uniform",
         random_baselines: int = 32,
+        worst_trades: int = 10,
     ) -> None:
         """
         Args:
@@ -151,7 +161,7 @@ class PPOTrader(L.LightningModule):
             drop_path: stochastic-depth rate of the last block (linearly increasing with depth).
             squeeze_excitation: squeeze-and-excitation at the end of each block.
             hidden: width of the heads' shared MLP.
-            init: orthogonal (PPO's), xavier or kaiming.
+            init: orthogonal (PPO's), xavier, kaiming or default (PyTorch's) for the hidden layers.
             rollout_steps: steps per environment per iteration.
             gamma: discount factor.
             gae_lambda: GAE lambda (1.0 = Monte Carlo returns, A2C's usual choice).
@@ -167,12 +177,15 @@ class PPOTrader(L.LightningModule):
             normalize_advantages: normalize advantages per minibatch.
             max_grad_norm: global gradient-norm clip (0 disables).
             lr: learning rate (Adam for PPO, RMSprop for A2C).
-            anneal_lr: decay the learning rate linearly to 0 over training.
-            weight_decay: decoupled weight decay (AdamW) for PPO.
+            anneal_lr: follow `lr_schedule` over training, per iteration (False: constant `lr`).
+            lr_schedule: constant, linear (PPO's annealing to 0), cosine, flat_cosine or one_cycle.
+            warmup_steps: iterations of linear learning-rate warm-up before the schedule.
+            weight_decay: decoupled weight decay (AdamW) of weight matrices and kernels, for PPO.
             ensemble_checkpoints: test an ensemble of these checkpoints (averaged action probabilities)
                 instead of this model.
             ensemble_weighting: uniform, or val_sharpe (weights ∝ each checkpoint's positive validation Sharpe).
             random_baselines: random policies backtested alongside, for the val/random_sharpe row.
+            worst_trades: error analysis after test: this many worst trades per asset in reports/.
         """
         super().__init__()
         if algorithm not in ("ppo", "a2c"):
@@ -187,9 +200,8 @@ class PPOTrader(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.hparams.algorithm == "a2c":  # as in A3C/A2C and Stable-Baselines3's A2C
             return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr, alpha=0.99, eps=1e-5)
-        return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, eps=1e-5, weight_decay=self.hparams.weight_decay
-        )
+        groups = decay_groups(self.parameters(), self.hparams.weight_decay)
+        return torch.optim.AdamW(groups, lr=self.hparams.lr, eps=1e-5)
 
     def on_fit_start(self) -> None:
         self.trainer.datamodule.train_env.to(self.device)
@@ -233,12 +245,12 @@ class PPOTrader(L.LightningModule):
         hp = self.hparams
         optimizer = self.optimizers()
         if hp.anneal_lr and self.trainer.max_epochs and self.trainer.max_epochs > 0:
+            # Manual optimization: Lightning steps no scheduler, so set the rate per iteration.
             total = self.trainer.max_epochs * self.trainer.num_training_batches
-            done_fraction = (
-                self.current_epoch * self.trainer.num_training_batches + batch_idx
-            ) / total
+            iteration = self.current_epoch * self.trainer.num_training_batches + batch_idx
+            factor = lr_multiplier(hp.lr_schedule, iteration, total, hp.warmup_steps)
             for group in optimizer.param_groups:
-                group["lr"] = hp.lr * (1.0 - done_fraction)
+                group["lr"] = hp.lr * factor
 
         rollout, next_value = self.collect_rollout(self._env)
         advantages, returns = compute_gae(
@@ -356,6 +368,44 @@ class PPOTrader(L.LightningModule):
                 gradient_clip_algorithm="norm",
             )
 
+    # ------------------------------------------------------------------ casebook doctor
+    # A supervised view of the agent for `casebook doctor`, since training_step gathers its own
+    # data: the critic regressing the GAE returns of one fixed minibatch is what the single-batch
+    # overfit and the learning-rate range test fit; at initialization, the policy's entropy
+    # should be that of a uniform policy.
+    @torch.no_grad()
+    def initial_statistics(self, batch: Tensor) -> dict[str, tuple[float, float]]:
+        """Mean policy entropy on the environments' current observations vs ln(num_actions);
+        nothing for a continuous policy (its initial entropy is set by `log_std`)."""
+        if self.hparams.action_mode == "continuous":
+            return {}
+        dist, _, _ = self.policy(*self._env.observe())
+        entropy = float(dist.entropy().mean())
+        return {"policy entropy": (entropy, math.log(self.hparams.num_actions))}
+
+    def fixed_batch(self, batch: Tensor) -> dict[str, Tensor]:
+        """One update minibatch of a fresh rollout, with its GAE returns as fixed targets."""
+        hp = self.hparams
+        rollout, next_value = self.collect_rollout(self._env)
+        _, returns = compute_gae(
+            rollout.reward, rollout.value, rollout.done, next_value, hp.gamma, hp.gae_lambda
+        )
+        size = returns.numel() // (hp.num_minibatches if hp.algorithm == "ppo" else 1)
+        return {
+            "market": rollout.market.flatten(0, 1)[:size],
+            "position": rollout.position.flatten(0, 1)[:size],
+            "return": returns.flatten()[:size],
+        }
+
+    def fixed_batch_loss(self, fixed: dict[str, Tensor]) -> Tensor:
+        """The critic's value loss on the fixed minibatch."""
+        _, value, _ = self.policy(fixed["market"], fixed["position"])
+        return 0.5 * ((value - fixed["return"]) ** 2).mean()
+
+    def expected_initial_loss(self, fixed: dict[str, Tensor]) -> float:
+        """The value loss of a critic that predicts 0: 0.5 * mean(return^2)."""
+        return float(0.5 * fixed["return"].pow(2).mean())
+
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         metrics = self.evaluate("valid", "val")
@@ -397,6 +447,7 @@ class PPOTrader(L.LightningModule):
                     asset.dates, agent, hold, positions, f"{asset.name}: {split} split"
                 )
                 log_figure(self.trainer, f"{prefix}/equity_{asset.name}", figure)
+                self.report_worst_trades(prefix, asset, positions, agent)
         metrics = {
             f"{prefix}/{k}": float(np.mean([row[k] for _, row in per_asset]))
             for k in per_asset[0][1]
@@ -412,6 +463,18 @@ class PPOTrader(L.LightningModule):
                 )
         self.log_dict(metrics, batch_size=1, sync_dist=True)
         return metrics
+
+    def report_worst_trades(
+        self, prefix: str, asset: BacktestAsset, positions: Tensor, agent: Tensor
+    ) -> None:
+        """Error analysis: the trades that lost most, as `reports/<prefix>-worst_trades_<asset>`
+        (CSV and Markdown) and a figure of the price with them shaded."""
+        worst = sorted(trades(asset.dates, positions, agent), key=lambda t: t["return"])
+        worst = worst[: self.hparams.worst_trades]
+        key = f"{prefix}/worst_trades_{asset.name}"
+        log_table(self.trainer, key, [{k: v for k, v in t.items() if k != "_span"} for t in worst])
+        title = f"{asset.name}: the {len(worst)} worst trades of the {prefix} split"
+        log_figure(self.trainer, key, worst_trades_figure(asset.dates, asset.close, worst, title))
 
     def baselines(
         self, split: str, asset: BacktestAsset, cost: float, execution: str

@@ -1,4 +1,5 @@
-"""The video source: torchcodec decoding (faked here: it is an optional extra) and sampling."""
+"""The video source: decoding and sampling, with torchcodec's interface faked (it is an optional
+extra) and with real files written and decoded by PyAV (and torchcodec, where it loads)."""
 
 import json
 import sys
@@ -9,6 +10,7 @@ import torch
 
 from datamodules.errors import DataError
 from datamodules.video import InstructionalVideoDataModule, VideoFileDataset, list_videos
+from datamodules.video.decoding import PyAVDecoder, video_decoder_class
 
 DURATIONS = {"short": 2.2, "long": 4.5}
 
@@ -52,11 +54,29 @@ def video_dir(tmp_path):
     return folder
 
 
+def hide_torchcodec(monkeypatch) -> None:
+    for name in ("torchcodec", "torchcodec.decoders"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
 def test_missing_torchcodec_is_one_line_saying_how_to_install(monkeypatch, video_dir):
-    monkeypatch.setitem(sys.modules, "torchcodec", None)
+    hide_torchcodec(monkeypatch)
+    with pytest.raises(DataError) as error:
+        InstructionalVideoDataModule(
+            source="video", video_dir=str(video_dir), video_decoder="torchcodec"
+        )
+    assert "pip install torchcodec" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_auto_decoder_falls_back_to_pyav_and_says_so_when_neither_loads(monkeypatch, video_dir):
+    hide_torchcodec(monkeypatch)
+    assert video_decoder_class("auto") is PyAVDecoder
+    monkeypatch.setitem(sys.modules, "av", None)
     with pytest.raises(DataError) as error:
         InstructionalVideoDataModule(source="video", video_dir=str(video_dir))
-    assert "pip install torchcodec" in str(error.value) and "\n" not in str(error.value)
+    message = str(error.value)
+    assert "pip install torchcodec" in message and "pip install av" in message
+    assert "\n" not in message
 
 
 def test_list_videos_finds_video_files_sorted(video_dir):
@@ -108,3 +128,82 @@ def test_undecodable_video_is_one_line_naming_it(fake_torchcodec, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"")
     with pytest.raises(DataError, match=r"video broken: .*broken.mp4 cannot be decoded"):
         VideoFileDataset(list_videos(tmp_path))[0]
+
+
+# Real files: written with PyAV's encoder; every frame i of a 10 fps clip is grey level 8 i.
+FPS, SECONDS = 10, 3.0
+
+
+def write_grey_ramp(path, width=48, height=32) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"qscale": "1"}  # near-lossless: flat grey survives the round trip
+        for i in range(int(FPS * SECONDS)):
+            image = torch.full((height, width, 3), 8 * i, dtype=torch.uint8).numpy()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def loadable_decoders() -> list[str]:
+    names = ["pyav"]
+    try:
+        video_decoder_class("torchcodec")
+        names.append("torchcodec")
+    except DataError:
+        pass  # torchcodec needs system FFmpeg libraries; PyAV covers decoding without them
+    return names
+
+
+@pytest.fixture
+def real_videos(tmp_path):
+    folder = tmp_path / "real"
+    folder.mkdir()
+    write_grey_ramp(folder / "ramp.mp4")
+    return folder
+
+
+@pytest.mark.parametrize("backend", loadable_decoders())
+def test_real_video_frames_are_the_ones_played_at_each_time(real_videos, backend):
+    item = VideoFileDataset(list_videos(real_videos), fps=2.0, frame_size=16, backend=backend)[0]
+    assert item["timestamps"].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert item["frames"].shape == (6, 3, 16, 16)
+    grey = item["frames"].mean(dim=(1, 2, 3)) * 255  # frame played at t is frame 10 t: grey 80 t
+    assert torch.allclose(grey, item["timestamps"] * 80, atol=3.0), grey.tolist()
+
+
+@pytest.mark.parametrize("backend", loadable_decoders())
+def test_real_video_resampled_to_a_fixed_number_of_frames(real_videos, backend):
+    item = VideoFileDataset(list_videos(real_videos), num_frames=3, frame_size=8, backend=backend)[
+        0
+    ]
+    assert torch.allclose(item["timestamps"], torch.tensor([0.5, 1.5, 2.5]))
+    grey = item["frames"].mean(dim=(1, 2, 3)) * 255
+    assert torch.allclose(grey, torch.tensor([40.0, 120.0, 200.0]), atol=3.0), grey.tolist()
+
+
+def test_real_annotated_video_trains_from_decoded_frames(real_videos, tmp_path):
+    annotations = tmp_path / "annotations.json"
+    database = {
+        "ramp": {"subset": "training", "annotations": [{"segment": [1, 2], "sentence": "stir"}]}
+    }
+    annotations.write_text(json.dumps({"database": database}))
+    data = InstructionalVideoDataModule(
+        source="video", video_dir=str(real_videos), annotations=str(annotations),
+        video_decoder="pyav",
+    )  # fmt: skip
+    batch = next(iter(data.train_dataloader()))
+    assert batch["frames"].shape == (1, 3, 3, 32, 32)  # 3 s at 1 fps
+    assert batch["frame_labels"][0].tolist() == [0, 1, 0]
+    grey = batch["frames"][0].mean(dim=(1, 2, 3)) * 255
+    assert torch.allclose(grey, torch.tensor([0.0, 80.0, 160.0]), atol=3.0)
+
+
+def test_corrupt_real_video_is_one_line_naming_it(real_videos):
+    path = real_videos / "ramp.mp4"
+    path.write_bytes(path.read_bytes()[:300])  # truncated: header only
+    with pytest.raises(DataError) as error:
+        VideoFileDataset(list_videos(real_videos), backend="pyav")[0]
+    assert "video ramp:" in str(error.value) and "\n" not in str(error.value)
