@@ -9,6 +9,8 @@ StepAligner, and saved by the one so the other can load them.
 ``ClipEncoders.save(dir)`` writes ``encoders.json`` (the architecture), ``encoders.pt`` (weights)
 and ``text_encoder/`` (a transformers folder, reusable as ``--model.encoder.text_encoder``);
 ``ClipEncoders.load(path)`` reads such a folder or a ClipPretrainer Lightning checkpoint.
+``over_cached_frames()`` turns frame encoders into readers of their own cached frame embeddings
+(``ClipPretrainer.predict_step``'s .npy files): identity frame encoder and projection.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
 from datamodules.errors import DataError
+from lightning_modules.common import Norm, make_norm
 
 FrameEncoderKind = Literal["auto", "cnn", "resnet18", "mlp", "identity"]
 SPEC_FILE, WEIGHTS_FILE, TEXT_DIR = "encoders.json", "encoders.pt", "text_encoder"
@@ -38,6 +41,7 @@ class EncoderConfig:
     Args:
         frame_encoder: cnn, resnet18 (frames) or mlp, identity (features); auto picks cnn or mlp.
         cnn_width: channels of the small CNN's first block (doubling twice after it).
+        cnn_norm: normalization after each of its convolutions: batch, group, layer or none.
         feature_hidden: width of the MLP over precomputed features.
         text_encoder: local folder of a pretrained transformers encoder; None builds a small BERT.
         text_hidden: hidden size of the small BERT.
@@ -51,6 +55,7 @@ class EncoderConfig:
 
     frame_encoder: FrameEncoderKind = "auto"
     cnn_width: int = 32
+    cnn_norm: Norm = "batch"
     feature_hidden: int = 256
     text_encoder: str | None = None
     text_hidden: int = 128
@@ -62,15 +67,15 @@ class EncoderConfig:
     max_logit_scale: float = 100.0
 
 
-def small_cnn(width: int) -> nn.Sequential:
+def small_cnn(width: int, norm: Norm = "batch") -> nn.Sequential:
     """Four 3×3 conv blocks (stride 1, 2, 2, 2) and global average pooling: 4·width features.
     ~4M multiply-adds per 32×32 frame at width 16, so whole videos encode quickly on a CPU."""
     channels = [3, width, 2 * width, 4 * width, 4 * width]
     layers: list[nn.Module] = []
     for i, stride in enumerate((1, 2, 2, 2)):
         layers += [
-            nn.Conv2d(channels[i], channels[i + 1], 3, stride, 1, bias=False),
-            nn.BatchNorm2d(channels[i + 1]),
+            nn.Conv2d(channels[i], channels[i + 1], 3, stride, 1, bias=norm == "none"),
+            make_norm(norm, channels[i + 1]),
             nn.ReLU(inplace=True),
         ]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -97,7 +102,7 @@ def build_frame_encoder(
     if not feature_dim and kind in ("mlp", "identity"):
         raise DataError(f"frame_encoder={kind} needs features (feature_dim), the data gives frames")
     if kind == "cnn":
-        return small_cnn(config.cnn_width), 4 * config.cnn_width
+        return small_cnn(config.cnn_width, config.cnn_norm), 4 * config.cnn_width
     if kind == "resnet18":
         return resnet18_small_stem(), 512
     if kind == "identity":
@@ -135,8 +140,11 @@ class TextEncoder(nn.Module):
                     f" tokenizer has {vocab_size}; pass its own tokenizer (--data.tokenizer {path})"
                 )
             return cls(model)
-        if vocab_size is None:
-            raise ValueError("a fresh text encoder needs vocab_size (linked from the data)")
+        if vocab_size is None:  # e.g. `casebook predict` on video files with no annotations
+            raise DataError(
+                "the text encoder needs the tokenizer's vocab_size, but the data has no tokenizer:"
+                " give the --data.annotations (or --data.tokenizer) the encoders were trained with"
+            )
         bert = BertConfig(
             vocab_size=vocab_size,
             hidden_size=config.text_hidden,
@@ -174,7 +182,11 @@ class ClipEncoders(nn.Module):
             spec["frame_encoder"], config, spec["feature_dim"]
         )
         self.text_encoder = TextEncoder.from_config_dict(spec["text_config"])
-        self.frame_projection = nn.Linear(frame_dim, config.embed_dim)
+        # False over cached frame embeddings (see `over_cached_frames`): they are projected already.
+        if spec.get("frame_projection", True):
+            self.frame_projection = nn.Linear(frame_dim, config.embed_dim)
+        else:
+            self.frame_projection = nn.Identity()
         self.text_projection = nn.Linear(self.text_encoder.out_dim, config.embed_dim)
         # CLIP (Radford et al. 2021): a learnable log temperature, initialized to log(1 / 0.07).
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
@@ -203,6 +215,20 @@ class ClipEncoders(nn.Module):
         encoders = cls(spec)
         encoders.text_encoder.load_state_dict(text.state_dict())
         return encoders
+
+    def over_cached_frames(self) -> ClipEncoders:
+        """These encoders over their own cached frame embeddings, (N, embed_dim) features
+        written by `casebook predict` with `ClipPretrainer.predict_step`: the frame encoder and
+        its projection become identities (their work is in the cache); the text side is kept.
+        In place; returns self."""
+        self.frame_encoder, self.frame_projection = nn.Identity(), nn.Identity()
+        self.spec = {
+            **self.spec,
+            "frame_encoder": "identity",
+            "feature_dim": self.embed_dim,
+            "frame_projection": False,
+        }
+        return self
 
     @property
     def logit_scale(self) -> Tensor:

@@ -13,6 +13,7 @@ Frame-classification heads score every frame as background (0) or step 1..S:
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -126,11 +127,18 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
     return codes
 
 
+PositionalEncoding = Literal["sinusoidal", "learned", "none"]
+
+
 class AttendAlignHead(nn.Module):
     """Main head: frames (with absolute and relative positions) self-attend and cross-attend to
     all step texts of the video at once (each text plus an embedding of its place in the list),
     then each frame scores background (a linear read-out) and every step (dot product with that
-    step's key). Returns logits (B, T, S + 1), padded steps at -inf."""
+    step's key). Returns logits (B, T, S + 1), padded steps at -inf.
+
+    The absolute frame position is `positional_encoding`: sinusoidal (fixed, any length),
+    learned (an embedding of up to `max_frames` positions, later frames share the last) or none;
+    the relative position (frame index / video length) is always added."""
 
     def __init__(
         self,
@@ -140,9 +148,19 @@ class AttendAlignHead(nn.Module):
         heads: int = 4,
         dropout: float = 0.1,
         max_steps: int = 64,
+        positional_encoding: PositionalEncoding = "sinusoidal",
+        max_frames: int = 1024,
     ) -> None:
         super().__init__()
+        if positional_encoding not in ("sinusoidal", "learned", "none"):
+            raise ValueError(
+                f"positional_encoding must be sinusoidal, learned or none, not {positional_encoding!r}"
+            )
         self.hidden, self.max_steps = hidden, max_steps
+        self.positional_encoding, self.max_frames = positional_encoding, max_frames
+        self.frame_position = (
+            nn.Embedding(max_frames, hidden) if positional_encoding == "learned" else None
+        )
         self.frame_in = nn.Linear(embed_dim, hidden)
         self.relative_position = nn.Linear(1, hidden)
         self.step_in = nn.Linear(embed_dim, hidden)
@@ -154,6 +172,15 @@ class AttendAlignHead(nn.Module):
         self.step_key = nn.Linear(hidden, hidden)
         self.background = nn.Linear(hidden, 1)
 
+    def absolute_positions(self, num_frames: int, device: torch.device) -> Tensor:
+        """(num_frames, hidden) codes of the frame indices; zeros for `none`."""
+        if self.positional_encoding == "sinusoidal":
+            return sinusoidal_positions(num_frames, self.hidden, device)
+        if self.positional_encoding == "learned":
+            index = torch.arange(num_frames, device=device).clamp(max=self.max_frames - 1)
+            return self.frame_position(index)
+        return torch.zeros(num_frames, self.hidden, device=device)
+
     def forward(
         self, frames: Tensor, steps: Tensor, frame_mask: Tensor, step_mask: Tensor
     ) -> Tensor:
@@ -162,7 +189,7 @@ class AttendAlignHead(nn.Module):
         relative = (torch.arange(num_frames, device=frames.device)[None] / lengths)[..., None]
         x = (
             self.frame_in(frames)
-            + sinusoidal_positions(num_frames, self.hidden, frames.device)
+            + self.absolute_positions(num_frames, frames.device)
             + self.relative_position(relative)
         )
         order = torch.arange(steps.shape[1], device=steps.device).clamp(max=self.max_steps - 1)

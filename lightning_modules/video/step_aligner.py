@@ -6,7 +6,10 @@
     casebook test --config configs/step_aligner.yaml --model.head zero_shot   # no training
 
 Frames and step texts are embedded by the ClipPretrainer's encoders (`--model.pretrained`,
-frozen or fine-tuned) or by fresh ones. Heads (`--model.head`):
+frozen or fine-tuned) or by fresh ones. Over `--data.source features` written by those same
+encoders (`casebook predict`, `ClipPretrainer.predict_step`), the features are taken as their
+frame embeddings (identity frame path, pretrained text encoder): the same model as on the frames.
+Heads (`--model.head`):
 - `similarity` (baseline 1): a linear model on frame-step similarities -> (start, end);
 - `lstm` (baseline 2): BiLSTM over frames, attention from the step text -> (start, end);
   both trained with 1-D GIoU (Rezatofighi et al. 2019) + L1 on centre and width;
@@ -27,8 +30,11 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from callbacks import log_figure
+from callbacks import log_figure, log_table
 from datamodules.errors import DataError
+from datamodules.video.datasets import IGNORE_INDEX
+from lightning_modules.common import Init, Schedule, build_scheduler, decay_groups, init_weights
+from lightning_modules.video.augment import cutout
 from lightning_modules.video.decoding import (
     decode_ordered_steps,
     labelling_score,
@@ -41,12 +47,12 @@ from lightning_modules.video.figures import timeline_figure
 from lightning_modules.video.heads import (
     AttendAlignHead,
     LSTMAttentionHead,
+    PositionalEncoding,
     SimilarityRegressionHead,
     zero_shot_logits,
 )
 from lightning_modules.video.losses import frame_cross_entropy, interval_loss
-from lightning_modules.video.metrics import StepAlignmentMetrics
-from lightning_modules.video.optim import warmup_cosine
+from lightning_modules.video.metrics import StepAlignmentMetrics, segment_iou
 
 Head = Literal["attend_align", "similarity", "lstm", "zero_shot"]
 INTERVAL_HEADS = ("similarity", "lstm")
@@ -67,6 +73,10 @@ class StepAligner(L.LightningModule):
         layers: int = 2,
         heads: int = 4,
         dropout: float = 0.1,
+        positional_encoding: PositionalEncoding = "sinusoidal",
+        max_frames: int = 1024,
+        init: Init = "default",
+        cutout_prob: float = 0.0,
         label_smoothing: float = 0.0,
         monotonic_loss_weight: float = 0.0,
         giou_weight: float = 1.0,
@@ -76,13 +86,16 @@ class StepAligner(L.LightningModule):
         encoder_lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 50,
+        lr_schedule: Schedule = "cosine",
         timeline_videos: int = 4,
+        worst_videos: int = 10,
         random_seed: int = 0,
     ) -> None:
         """
         Args:
             head: attend_align (main), similarity, lstm (baselines) or zero_shot (no training).
             pretrained: ClipPretrainer output: its encoders folder or a .ckpt; None: fresh encoders.
+                Frame encoders over embed_dim-d features read them as their own cached embeddings.
             freeze_encoders: keep the encoders fixed (eval mode, no gradients); zero_shot always does.
             encoder: architecture of fresh encoders (ignored with `pretrained`).
             vocab_size: tokenizer vocabulary (linked from the data).
@@ -93,6 +106,12 @@ class StepAligner(L.LightningModule):
             layers: attention layers of the attend_align head.
             heads: attention heads of the attend_align head.
             dropout: dropout of the attend_align and lstm heads.
+            positional_encoding: attend_align's absolute frame positions: sinusoidal, learned or none.
+            max_frames: learned positional encoding: positions learned (later frames share the last).
+            init: attend_align's layers: default (PyTorch's), orthogonal, xavier or kaiming (the
+                baselines keep their designed starting points).
+            cutout_prob: training only: probability a video gets an erased box (the same in all its
+                frames) before the frame encoder; frames only.
             label_smoothing: label smoothing of the attend_align frame cross-entropy.
             monotonic_loss_weight: weight of the CRF loss over ordered labellings (attend_align).
             giou_weight: weight of 1 - GIoU (similarity, lstm).
@@ -102,8 +121,11 @@ class StepAligner(L.LightningModule):
             lr: peak AdamW learning rate of the head.
             encoder_lr: peak AdamW learning rate of fine-tuned encoders.
             weight_decay: AdamW weight decay of weight matrices.
-            warmup_steps: linear learning-rate warm-up steps before the cosine decay.
+            warmup_steps: linear learning-rate warm-up steps before the schedule.
+            lr_schedule: after warm-up: cosine, constant, linear, flat_cosine or one_cycle.
             timeline_videos: test videos drawn in the timeline figure.
+            worst_videos: error analysis after test: this many lowest-mIoU videos in reports/ (a
+                table) and figures/ (their timelines).
             random_seed: seed of the random-segmentation baseline (the same rows every epoch).
         """
         super().__init__()
@@ -115,9 +137,14 @@ class StepAligner(L.LightningModule):
         if pretrained is not None:
             self.encoders = ClipEncoders.load(pretrained)
             spec = self.encoders.spec
-            if spec["feature_dim"] != feature_dim:
+            if spec["feature_dim"] is None and feature_dim == self.encoders.embed_dim:
+                # Features from frame encoders' own `casebook predict` (ClipPretrainer.predict_step).
+                self.encoders.over_cached_frames()
+            elif spec["feature_dim"] != feature_dim:
                 takes = f"{spec['feature_dim']}-d features" if spec["feature_dim"] else "frames"
                 gives = f"{feature_dim}-d features" if feature_dim else "frames"
+                if not spec["feature_dim"]:
+                    gives += f" (not their cached {self.encoders.embed_dim}-d frame embeddings)"
                 raise DataError(f"{pretrained}: the encoders take {takes}, the data gives {gives}")
             if vocab_size is not None and vocab_size > spec["text_config"]["vocab_size"]:
                 raise DataError(
@@ -139,8 +166,19 @@ class StepAligner(L.LightningModule):
         self.encoders.log_logit_scale.requires_grad_(False)
         self.input_key = "features" if feature_dim else "frames"
         embed_dim = self.encoders.embed_dim
+        if cutout_prob > 0 and feature_dim:
+            raise ValueError("cutout_prob needs frames; the data gives precomputed features")
         if head == "attend_align":
-            self.head = AttendAlignHead(embed_dim, hidden, layers, heads, dropout)
+            self.head = AttendAlignHead(
+                embed_dim,
+                hidden,
+                layers,
+                heads,
+                dropout,
+                positional_encoding=positional_encoding,
+                max_frames=max_frames,
+            )
+            init_weights(self.head, init)
         elif head == "lstm":
             self.head = LSTMAttentionHead(embed_dim, hidden, dropout)
         elif head == "similarity":
@@ -150,8 +188,18 @@ class StepAligner(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {name: StepAlignmentMetrics() for name in ("val", "val_random", "test", "test_random")}
         )
-        self.timeline: list[dict] = []  # test videos kept for the timeline figure
+        self.test_videos: list[dict] = []  # this rank's test alignments (figures, error analysis)
         self.random_generator = torch.Generator().manual_seed(random_seed)
+
+    @property
+    def backbone(self) -> torch.nn.ModuleList:
+        """The pretrained encoders without the CLIP temperature (which only zero_shot reads), for
+        Lightning's `BackboneFinetuning` callback: frozen first, then unfrozen into a parameter
+        group of its own at `unfreeze_backbone_at_epoch` (use it with `freeze_encoders: false`)."""
+        e = self.encoders
+        return torch.nn.ModuleList(
+            [e.frame_encoder, e.frame_projection, e.text_encoder, e.text_projection]
+        )
 
     def train(self, mode: bool = True) -> StepAligner:
         super().train(mode)
@@ -228,6 +276,8 @@ class StepAligner(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         if self.head is None:
             return None  # zero_shot: nothing to train
+        if self.hparams.cutout_prob > 0:
+            batch = {**batch, "frames": cutout(batch["frames"], self.hparams.cutout_prob)}
         outputs = self(batch)
         loss = self.loss(outputs, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["video_ids"]))
@@ -244,27 +294,64 @@ class StepAligner(L.LightningModule):
         chance = random_segments(batch["frame_mask"], batch["step_mask"], self.random_generator)
         chance_labels = labels_from_segments(chance, batch["frame_mask"], batch["step_mask"])
         self.metrics[f"{stage}_random"].update(chance, *truth, chance_labels, batch["frame_labels"])
-        if stage == "test" and len(self.timeline) < self.hparams.timeline_videos:
-            self._keep_for_timeline(batch, segments)
+        if stage == "test":
+            self._keep_test_videos(batch, segments, labels)
 
-    def _keep_for_timeline(self, batch: dict, segments: Tensor) -> None:
+    def _keep_test_videos(self, batch: dict, segments: Tensor, labels: Tensor) -> None:
+        """Every test video's alignment, for the timeline figure and the error analysis."""
+        truth = batch["segments"].long()
+        iou = torch.where(segments[..., 0] >= 0, segment_iou(segments.float(), truth.float()), 0.0)
         for b in range(len(batch["video_ids"])):
-            if len(self.timeline) >= self.hparams.timeline_videos:
-                return
             n = int(batch["step_mask"][b].sum())
-            self.timeline.append(
+            frames = batch["frame_labels"][b] != IGNORE_INDEX
+            self.test_videos.append(
                 {
                     "video_id": batch["video_ids"][b],
                     "num_frames": int(batch["frame_mask"][b].sum()),
-                    "true": batch["segments"][b, :n].long().tolist(),
+                    "true": truth[b, :n].tolist(),
                     "pred": segments[b, :n].tolist(),
                     "texts": batch["step_texts"][b],
+                    "ious": iou[b, :n].tolist(),
+                    "frame_acc": float(
+                        (labels[b] == batch["frame_labels"][b])[frames].float().mean()
+                    ),
                 }
             )
 
+    def report_worst_videos(self) -> None:
+        """Error analysis: the lowest-mIoU test videos as `reports/test-worst_videos.{csv,md}` (with
+        their worst step) and their timelines as `figures/test-worst_videos.png`."""
+        videos = self.test_videos
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather_object(gathered, videos)
+            videos = [video for part in gathered for video in part]
+        miou = lambda video: sum(video["ious"]) / max(len(video["ious"]), 1)  # noqa: E731
+        worst = sorted(videos, key=miou)[: self.hparams.worst_videos]
+        rows = []
+        for video in worst:
+            step = min(range(len(video["ious"])), key=video["ious"].__getitem__, default=None)
+            rows.append(
+                {
+                    "video_id": video["video_id"],
+                    "steps": len(video["ious"]),
+                    "frames": video["num_frames"],
+                    "miou": miou(video),
+                    "frame_acc": video["frame_acc"],
+                    "worst_step": "" if step is None else video["texts"][step],
+                    "worst_step_iou": 0.0 if step is None else video["ious"][step],
+                    "true": " ".join(f"{s}-{e}" for s, e in video["true"]),
+                    "predicted": " ".join(f"{s}-{e}" for s, e in video["pred"]),
+                }
+            )
+        log_table(self.trainer, "test/worst_videos", rows)
+        if worst:
+            title = f"{self.hparams.head}: the {len(worst)} lowest-mIoU test videos"
+            log_figure(self.trainer, "test/worst_videos", timeline_figure(worst, title))
+
     def _start_evaluation(self) -> None:
         self.random_generator = torch.Generator().manual_seed(self.hparams.random_seed)
-        self.timeline = []
+        self.test_videos = []
 
     def on_validation_epoch_start(self) -> None:
         self._start_evaluation()
@@ -289,9 +376,23 @@ class StepAligner(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
-        if self.timeline:
+        if self.test_videos and self.trainer.is_global_zero:
             title = f"{self.hparams.head}: predicted vs true steps"
-            log_figure(self.trainer, "test/timeline", timeline_figure(self.timeline, title))
+            shown = self.test_videos[: self.hparams.timeline_videos]
+            log_figure(self.trainer, "test/timeline", timeline_figure(shown, title))
+        self.report_worst_videos()
+
+    def expected_initial_loss(self, batch: dict) -> float | None:
+        """For `casebook doctor`: this module's loss for uniform frame classes (all-zero logits):
+        ln(steps + 1) per frame, plus the monotonic term when weighted. None for the interval
+        heads, which have no uninformative output, and zero_shot, which trains nothing."""
+        if self.hparams.head != "attend_align":
+            return None
+        frame_mask, step_mask = batch["frame_mask"], batch["step_mask"]
+        logits = frame_mask.new_zeros(
+            (*frame_mask.shape, step_mask.shape[1] + 1), dtype=torch.float
+        )
+        return float(self.loss({"logits": logits}, batch))
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -300,16 +401,16 @@ class StepAligner(L.LightningModule):
             trained.append((self.encoders, hp.encoder_lr))
         if not trained:
             return None  # zero_shot: Lightning runs the loops without an optimizer
-        groups = []
-        for module, lr in trained:
-            params = [p for p in module.parameters() if p.requires_grad]
-            matrices = [p for p in params if p.ndim >= 2]
-            others = [p for p in params if p.ndim < 2]  # biases, norms, temperature: no decay
-            groups.append({"params": matrices, "lr": lr, "weight_decay": hp.weight_decay})
-            groups.append({"params": others, "lr": lr, "weight_decay": 0.0})
+        groups = [
+            group
+            for module, lr in trained
+            for group in decay_groups(module.parameters(), hp.weight_decay, lr=lr)
+        ]
+        if not groups:  # every encoder parameter frozen by BackboneFinetuning, and no head
+            return None
         optimizer = torch.optim.AdamW(groups)
         total = self.trainer.estimated_stepping_batches
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, total)
+        scheduler = build_scheduler(optimizer, hp.lr_schedule, total, hp.warmup_steps)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -5,6 +5,7 @@ the other as in a shell: on a busy 2-core machine each new interpreter spends ~1
 torch, Lightning and transformers, which four separate processes would pay four times.
 """
 
+import csv
 import json
 import subprocess
 import sys
@@ -99,3 +100,12 @@ def test_pretrain_then_align_writes_encoders_metrics_and_a_timeline(cli_env, tmp
         assert 0.0 <= metrics[f"test/{name}"] <= 1.0
         assert 0.0 <= metrics[f"test/random_{name}"] <= 1.0
     assert (aligner_root / "figures" / "test-timeline.png").stat().st_size > 0
+    # error analysis: the lowest-mIoU test videos, worst first, consistent with the test mIoU
+    worst = list(csv.DictReader((aligner_root / "reports" / "test-worst_videos.csv").open()))
+    mious = [float(row["miou"]) for row in worst]
+    assert worst and mious == sorted(mious) and mious[0] <= metrics["test/miou"] + 1e-6
+    assert all(
+        row["worst_step"] and float(row["worst_step_iou"]) <= float(row["miou"]) + 1e-6
+        for row in worst
+    )
+    assert (aligner_root / "figures" / "test-worst_videos.png").stat().st_size > 5_000
