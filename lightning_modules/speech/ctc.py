@@ -9,21 +9,21 @@ frames before decoding, and naming the utterances CTC cannot align.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from matplotlib.figure import Figure
 from torch import Tensor, nn
+from torchmetrics.functional.text import word_error_rate
 from torchmetrics.text import CharErrorRate, WordErrorRate
-from transformers import (
-    PreTrainedTokenizerBase,
-    Wav2Vec2ForCTC,
-    Wav2Vec2Processor,
-    get_linear_schedule_with_warmup,
-)
+from transformers import PreTrainedTokenizerBase, Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from callbacks import log_figure, log_table
 from datamodules.speech.text import build_processor
+from lightning_modules.common import Schedule, build_scheduler, decay_groups
 
 LABEL_PAD = -100  # label padding of the speech batches, ignored by CTC
 EVAL_STAGES = ("val", "test")
@@ -64,7 +64,11 @@ def warn_too_short(module: L.LightningModule, batch: dict, short: Tensor, stage:
     count = int(short.sum())
     if module._trainer is not None:
         module.log(
-            f"{stage}/ctc_too_short", float(count), reduce_fx="sum", batch_size=len(batch["ids"])
+            f"{stage}/ctc_too_short",
+            float(count),
+            reduce_fx="sum",
+            sync_dist=True,  # the count over all DDP ranks
+            batch_size=len(batch["ids"]),
         )
     if count and stage not in module._warned_too_short:
         module._warned_too_short.add(stage)
@@ -105,12 +109,15 @@ def adamw_with_warmup(
     learning_rate: float,
     weight_decay: float,
     warmup_steps: int,
+    schedule: Schedule = "linear",
 ) -> dict:
-    """AdamW with linear warmup then linear decay to zero over the run (the wav2vec2 fine-tuning
-    schedule of Baevski et al. 2020 and the HF CTC examples), stepped every optimizer step."""
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
-    total = max(int(module.trainer.estimated_stepping_batches), warmup_steps + 1)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(warmup_steps, total - 1), total)
+    """AdamW (no decay on biases and norms; frozen parameters left out, for BackboneFinetuning)
+    with linear warmup then, by default, linear decay to zero over the run (the wav2vec2
+    fine-tuning schedule of Baevski et al. 2020 and the HF CTC examples), stepped every
+    optimizer step."""
+    optimizer = torch.optim.AdamW(decay_groups(parameters, weight_decay), lr=learning_rate)
+    total = module.trainer.estimated_stepping_batches
+    scheduler = build_scheduler(optimizer, schedule, total, warmup_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -149,3 +156,85 @@ def fit_end_export(
     path = module.export(directory, checkpoint_path=best if export_best and best else None)
     print(f"exported {'best' if export_best and best else 'last'} model to {path}")
     return path
+
+
+def uniform_ctc_loss(model: Wav2Vec2ForCTC, batch: dict) -> float:
+    """The CTC loss `model` would report on `batch` if every frame's output were uniform over the
+    vocabulary: what a model that knows nothing scores (`casebook doctor`'s initial-loss
+    reference). Same frame lengths, blank, reduction and zero_infinity as Wav2Vec2ForCTC's loss."""
+    config = model.config
+    labels = batch["labels"]
+    valid = labels >= 0
+    frames = model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1)).long()
+    log_probs = torch.full(
+        (int(frames.max()), len(labels), config.vocab_size), -math.log(config.vocab_size)
+    )  # (frames, batch, vocab), as ctc_loss takes them
+    loss = torch.nn.functional.ctc_loss(
+        log_probs,
+        labels.masked_select(valid).cpu(),
+        frames.cpu(),
+        valid.sum(-1).cpu(),
+        blank=config.pad_token_id,
+        reduction=config.ctc_loss_reduction,
+        zero_infinity=config.ctc_zero_infinity,
+    )
+    return float(loss)
+
+
+class WorstUtterances:
+    """Error analysis after `casebook test`: every test utterance's WER with its transcripts, the
+    `count` worst written to `reports/test-worst_utterances.{csv,md}` with a figure.
+
+    `update` takes the references and one or more models' transcripts (the first is ranked);
+    under DDP every rank's rows are gathered to rank 0 before ranking.
+    """
+
+    def __init__(self, count: int = 20) -> None:
+        self.count = count
+        self.rows: list[dict] = []
+
+    def reset(self) -> None:
+        self.rows = []
+
+    def update(
+        self, ids: list[str], references: list[str], transcripts: dict[str, list[str]]
+    ) -> None:
+        for i, (utterance, reference) in enumerate(zip(ids, references, strict=True)):
+            row = {"id": utterance}
+            for who, texts in transcripts.items():
+                row[f"{who}wer"] = float(word_error_rate(texts[i], reference))
+            row["reference"] = reference
+            row |= {f"{who}transcript": texts[i] for who, texts in transcripts.items()}
+            self.rows.append(row)
+
+    def report(self, module: L.LightningModule, stage: str = "test") -> list[dict]:
+        rows = self.rows
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [row for part in gathered for row in part]
+        ranked = next(key for key in rows[0] if key.endswith("wer")) if rows else None
+        worst = sorted(rows, key=lambda row: -row[ranked])[: self.count] if rows else []
+        log_table(module.trainer, f"{stage}/worst_utterances", worst)
+        if worst:
+            log_figure(
+                module.trainer,
+                f"{stage}/worst_utterances",
+                worst_utterances_figure(rows, worst, ranked),
+            )
+        return worst
+
+
+def worst_utterances_figure(rows: list[dict], worst: list[dict], ranked: str) -> Figure:
+    """Left: the distribution of per-utterance WER; right: the worst utterances' WER by id."""
+    figure = Figure(figsize=(10, 4))
+    spread, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
+    spread.hist([row[ranked] for row in rows], bins=20, color="tab:blue", alpha=0.8)
+    spread.set_xlabel("WER per utterance")
+    spread.set_ylabel("utterances")
+    labels = [row["id"] for row in worst][::-1]
+    bars.barh(labels, [row[ranked] for row in worst][::-1], color="tab:red", alpha=0.8)
+    bars.set_xlabel(f"{ranked.replace('_', ' ')} (worst {len(worst)})")
+    bars.tick_params(axis="y", labelsize=7)
+    figure.tight_layout()
+    return figure

@@ -19,6 +19,13 @@ Each term is logged (`train/kl_loss`, `train/ctc_loss`, `train/hidden_l2`, `trai
 `train/loss`, the same under `val/` and `test/`), with greedy-CTC WER and CER of the student
 (`val/wer`, `val/cer`) and of the teacher (`val/teacher_wer`, `val/teacher_cer`).
 At the end of fit the student is exported with its processor to `<default_root_dir>/student_hf`.
+
+Quantization-aware fine-tuning (`configs/speech_student_qat.yaml`): `student_init` starts the
+student from an already distilled one instead of the teacher's layers, and
+`quantization_aware=True` fine-tunes it with fake int8 quantization (`quantize.prepare_qat`) under
+the same loss. The export then writes the float weights to `student_hf` and the converted int8
+student (`quantize.save_quantized`, reload with `quantize.load_quantized`) to
+`<default_root_dir>/student_int8_qat`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from torch import Tensor
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 from transformers.modeling_outputs import CausalLMOutput
 
+from lightning_modules.common import Schedule
 from lightning_modules.speech.ctc import (
+    WorstUtterances,
     adamw_with_warmup,
     datamodule_processor,
     default_processor,
@@ -51,6 +60,16 @@ from lightning_modules.speech.ctc import (
 )
 
 LayerMap = list[int] | Literal["alternate", "first_k"]
+
+
+def _quantize():
+    """`lightning_modules.speech.quantize`, imported on first use: imported with this package, it
+    would already be loaded when `python -m lightning_modules.speech.quantize` runs it again."""
+    from lightning_modules.speech import quantize
+
+    return quantize
+
+
 _TEACHER_LAYER = re.compile(r"^wav2vec2\.encoder\.layers\.(\d+)\.(.+)$")
 
 
@@ -152,11 +171,17 @@ class Wav2Vec2Distiller(L.LightningModule):
         hidden_weight: float = 1.0,
         hidden_layer_pairs: list[tuple[int, int]] | None = None,
         mask_time_prob: float = 0.0,
+        mask_feature_prob: float = 0.0,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 50,
+        lr_schedule: Schedule = "linear",
         export_dir: str | None = None,
         export_best: bool = True,
+        worst_utterances: int = 20,
+        student_init: str | None = None,
+        quantization_aware: bool = False,
+        int8_export_dir: str | None = None,
     ) -> None:
         """
         Args:
@@ -176,11 +201,24 @@ class Wav2Vec2Distiller(L.LightningModule):
                 transformer input and i the output of layer i; default the last layer of each.
             mask_time_prob: SpecAugment time masking of the student's input in training
                 (the teacher always sees the clean input).
+            mask_feature_prob: SpecAugment channel (frequency) masking of the student's features
+                in training, likewise.
             learning_rate: AdamW peak learning rate.
-            weight_decay: AdamW weight decay.
-            warmup_steps: linear warmup steps, then linear decay to zero at the last step.
+            weight_decay: AdamW weight decay of weight matrices and kernels (not biases or norms).
+            warmup_steps: linear warmup steps before the schedule.
+            lr_schedule: after warm-up: linear (to zero at the last step), constant, cosine,
+                flat_cosine or one_cycle.
             export_dir: where fit exports the student; default `<default_root_dir>/student_hf`.
             export_best: export the best checkpoint (monitored metric) rather than the last weights.
+            worst_utterances: error analysis after test: this many highest-WER utterances,
+                with their transcripts, in reports/ (a table and a figure).
+            student_init: start from this `save_pretrained` student (e.g. a distilled
+                `runs/speech_student/student_hf`) instead of copying teacher layers; the layer map
+                and `student_num_layers` are then ignored.
+            quantization_aware: fine-tune with fake int8 quantization (QAT) of the student's Linear
+                and convolution layers, and export the converted int8 student too.
+            int8_export_dir: where a quantization-aware fit exports the int8 student; default
+                `student_int8_qat` next to the float export.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -199,25 +237,52 @@ class Wav2Vec2Distiller(L.LightningModule):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         teacher_layers = self.teacher.config.num_hidden_layers
-        self.layer_map = resolve_layer_map(student_layer_map, teacher_layers, student_num_layers)
-        self.student = student_from_teacher(
-            self.teacher,
-            self.layer_map,
-            layerdrop=0.0,  # every student layer is trained and matched on every step
-            mask_time_prob=mask_time_prob,
-            ctc_zero_infinity=True,
-            ctc_loss_reduction="mean",
-        )
+        student_config = {
+            "layerdrop": 0.0,  # every student layer is trained and matched on every step
+            "mask_time_prob": mask_time_prob,
+            "mask_feature_prob": mask_feature_prob,
+            "ctc_zero_infinity": True,
+            "ctc_loss_reduction": "mean",
+        }
+        if student_init is None:
+            self.layer_map = resolve_layer_map(
+                student_layer_map, teacher_layers, student_num_layers
+            )
+            self.student = student_from_teacher(self.teacher, self.layer_map, **student_config)
+        else:
+            # an initialized student: which teacher layers it came from is not known here
+            self.layer_map = None
+            self.student = self._load_student(student_init, student_config)
+        if quantization_aware:
+            self.student = _quantize().prepare_qat(self.student)
+        student_layers = self.student.config.num_hidden_layers
         self.hidden_layer_pairs = [
-            tuple(pair) for pair in hidden_layer_pairs or [(len(self.layer_map), teacher_layers)]
+            tuple(pair) for pair in hidden_layer_pairs or [(student_layers, teacher_layers)]
         ]
         for s, t in self.hidden_layer_pairs:
-            if not (0 <= s <= len(self.layer_map) and 0 <= t <= teacher_layers):
+            if not (0 <= s <= student_layers and 0 <= t <= teacher_layers):
                 raise ValueError(f"hidden_layer_pairs entry {(s, t)} outside the models' layers")
         self.wer, self.cer = error_rate_metrics()
+        self.error_analysis = WorstUtterances(worst_utterances)
         self.teacher_wer, self.teacher_cer = error_rate_metrics()
         self._processor: Wav2Vec2Processor | None = None
         self._warned_too_short: set[str] = set()
+
+    def _load_student(self, student_init: str, config: dict) -> Wav2Vec2ForCTC:
+        try:
+            student = Wav2Vec2ForCTC.from_pretrained(student_init, **config)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"student_init {student_init!r} is not a save_pretrained folder (distill one: "
+                f"casebook fit --config configs/speech_student.yaml): {error}"
+            ) from error
+        for key in ("vocab_size", "hidden_size"):  # the KL and hidden-state losses compare them
+            if getattr(student.config, key) != getattr(self.teacher.config, key):
+                raise ValueError(
+                    f"student_init {student_init!r} has {key} {getattr(student.config, key)}, "
+                    f"the teacher {getattr(self.teacher.config, key)}"
+                )
+        return student
 
     # ------------------------------------------------------------------ the frozen teacher
 
@@ -253,8 +318,16 @@ class Wav2Vec2Distiller(L.LightningModule):
         """Student CTC logits (batch, frames, vocab)."""
         return self.student(input_values, attention_mask=attention_mask).logits
 
+    def _observe_ranges(self, enabled: bool) -> None:
+        # A quantization-aware student learns its activation ranges from training batches only.
+        # Set per step, not in train(): Lightning restores module modes after validation
+        # without calling train().
+        if self.hparams.quantization_aware:
+            _quantize().observe_ranges(self.student, enabled)
+
     def model_step(self, batch: dict, stage: str) -> dict[str, Tensor]:
         """Every loss term, the total and both models' logits for one batch (train, val, test)."""
+        self._observe_ranges(stage == "train")
         inputs, mask, labels = batch["input_values"], batch["attention_mask"], batch["labels"]
         with torch.no_grad():
             teacher_out = self.teacher(inputs, attention_mask=mask, output_hidden_states=True)
@@ -293,8 +366,14 @@ class Wav2Vec2Distiller(L.LightningModule):
         }
 
     def _log_losses(self, step: dict[str, Tensor], stage: str, batch_size: int) -> None:
+        # Evaluation losses are the whole split's under DDP (each rank sees its shard); a training
+        # step's stay per rank, as a sync on every step would cost a collective per term.
+        sync = stage != "train"
         for name in ("kl_loss", "ctc_loss", "hidden_l2", "hidden_cos", "loss"):
-            self.log(f"{stage}/{name}", step[name], prog_bar=name == "loss", batch_size=batch_size)
+            self.log(
+                f"{stage}/{name}", step[name], prog_bar=name == "loss", batch_size=batch_size,
+                sync_dist=sync,
+            )  # fmt: skip
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         step = self.model_step(batch, "train")
@@ -311,12 +390,17 @@ class Wav2Vec2Distiller(L.LightningModule):
             ("", step["student_logits"], self.wer, self.cer),
             ("teacher_", step["teacher_logits"], self.teacher_wer, self.teacher_cer),
         )
+        transcripts = {}
         for who, logits, wer, cer in models:
-            predictions = greedy_transcripts(logits, step["valid_frames"], tokenizer)
+            predictions = transcripts[who] = greedy_transcripts(
+                logits, step["valid_frames"], tokenizer
+            )
             wer[stage].update(predictions, references)
             cer[stage].update(predictions, references)
             self.log(f"{stage}/{who}wer", wer[stage], prog_bar=not who, batch_size=size)
             self.log(f"{stage}/{who}cer", cer[stage], prog_bar=not who, batch_size=size)
+        if stage == "test":
+            self.error_analysis.update(batch["ids"], references, transcripts)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -324,8 +408,15 @@ class Wav2Vec2Distiller(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def on_test_epoch_start(self) -> None:
+        self.error_analysis.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.error_analysis.report(self)
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """The student's greedy transcripts, for `casebook predict` with a prediction writer."""
+        self._observe_ranges(False)
         logits = self(batch["input_values"], batch["attention_mask"])
         valid = frame_mask(self.student, logits.shape[1], batch["attention_mask"])
         transcripts = greedy_transcripts(logits, valid, self.processor.tokenizer)
@@ -334,17 +425,39 @@ class Wav2Vec2Distiller(L.LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return adamw_with_warmup(
-            self, self.student.parameters(), hp.learning_rate, hp.weight_decay, hp.warmup_steps
+            self,
+            self.student.parameters(),
+            hp.learning_rate,
+            hp.weight_decay,
+            hp.warmup_steps,
+            hp.lr_schedule,
         )
 
     # ------------------------------------------------------------------ export
 
     def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
         """Write the float student (this module's weights, or a checkpoint's) and its processor
-        to `directory` with `save_pretrained`."""
-        return export_pretrained(
-            self.student, self.processor, directory, checkpoint_path, "student."
-        )
+        to `directory` with `save_pretrained`; a quantization-aware student also as int8 to
+        `int8_export_dir` (default `student_int8_qat` next to `directory`)."""
+        if not self.hparams.quantization_aware:
+            return export_pretrained(
+                self.student, self.processor, directory, checkpoint_path, "student."
+            )
+        student = self.student
+        if checkpoint_path:
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            prefix = "student."
+            weights = {
+                k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)
+            }
+            student = copy.deepcopy(student)
+            student.load_state_dict(weights)
+        quantize = _quantize()
+        path = export_pretrained(quantize.float_weights(student), self.processor, directory)
+        int8_dir = self.hparams.int8_export_dir or Path(directory).parent / "student_int8_qat"
+        quantize.save_quantized(quantize.convert_qat(student), int8_dir, "qat", self.processor)
+        print(f"exported the int8 (QAT) student to {int8_dir}")
+        return path
 
     def on_fit_end(self) -> None:
         fit_end_export(self, self.hparams.export_dir, "student_hf", self.hparams.export_best)

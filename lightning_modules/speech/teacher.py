@@ -23,10 +23,12 @@ import math
 from pathlib import Path
 
 import lightning as L
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from lightning_modules.common import Init, Schedule, init_weights
 from lightning_modules.speech.ctc import (
+    WorstUtterances,
     adamw_with_warmup,
     datamodule_processor,
     default_processor,
@@ -37,6 +39,7 @@ from lightning_modules.speech.ctc import (
     greedy_transcripts,
     reference_transcripts,
     too_short_for_ctc,
+    uniform_ctc_loss,
     warn_too_short,
 )
 
@@ -63,11 +66,16 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         layerdrop: float = 0.0,
         mask_time_prob: float = 0.0,
         mask_time_length: int = 5,
+        mask_feature_prob: float = 0.0,
+        mask_feature_length: int = 10,
+        init: Init = "default",
         learning_rate: float = 2e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
+        lr_schedule: Schedule = "linear",
         export_dir: str | None = None,
         export_best: bool = True,
+        worst_utterances: int = 20,
     ) -> None:
         """
         Args:
@@ -91,11 +99,20 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
             layerdrop: probability of skipping a transformer layer in training.
             mask_time_prob: wav2vec2's SpecAugment: share of frames masked in training.
             mask_time_length: frames per time mask.
+            mask_feature_prob: SpecAugment's frequency masks, on the feature encoder's channels:
+                share of channels masked in training.
+            mask_feature_length: channels per feature mask.
+            init: from scratch: default (wav2vec2's own), orthogonal, xavier or kaiming for every
+                Linear and convolution (the weight-normalized positional convolution keeps its own).
             learning_rate: AdamW peak learning rate.
-            weight_decay: AdamW weight decay.
-            warmup_steps: linear warmup steps, then linear decay to zero at the last step.
+            weight_decay: AdamW weight decay of weight matrices and kernels (not biases or norms).
+            warmup_steps: linear warmup steps before the schedule.
+            lr_schedule: after warm-up: linear (to zero at the last step), constant, cosine,
+                flat_cosine or one_cycle.
             export_dir: where fit exports the Hugging Face model; default `<default_root_dir>/hf`.
             export_best: export the best checkpoint (monitored metric) rather than the last weights.
+            worst_utterances: error analysis after test: this many highest-WER utterances,
+                with their transcripts, in reports/ (a table and a figure).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +123,8 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
                 ctc_loss_reduction="mean",
                 layerdrop=layerdrop,
                 mask_time_prob=mask_time_prob,
+                mask_feature_prob=mask_feature_prob,
+                mask_feature_length=mask_feature_length,
             )
             if self.model.config.vocab_size != vocab_size:
                 raise ValueError(
@@ -138,13 +157,24 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
                 mask_time_prob=mask_time_prob,
                 mask_time_length=mask_time_length,
                 mask_time_min_masks=0,
+                mask_feature_prob=mask_feature_prob,
+                mask_feature_length=mask_feature_length,
                 ctc_zero_infinity=True,  # an unalignable utterance gives 0, not inf (and is counted)
                 ctc_loss_reduction="mean",  # per-target-length mean: comparable across batches
             )
             self.model = Wav2Vec2ForCTC(config)
+            init_weights(self.model, init)
         self.wer, self.cer = error_rate_metrics()
+        self.error_analysis = WorstUtterances(worst_utterances)
         self._processor: Wav2Vec2Processor | None = None
         self._warned_too_short: set[str] = set()
+
+    @property
+    def backbone(self) -> nn.Module:
+        """Everything but the CTC head (feature encoder and transformer), for Lightning's
+        `BackboneFinetuning`: fine-tuning a `pretrained` model trains the head alone first, as
+        wav2vec2's fine-tuning froze the transformer for its first updates (Baevski et al. 2020)."""
+        return self.model.wav2vec2
 
     @property
     def processor(self) -> Wav2Vec2Processor:
@@ -183,7 +213,11 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         references = reference_transcripts(batch["labels"], tokenizer)
         self.wer[stage].update(predictions, references)
         self.cer[stage].update(predictions, references)
-        self.log(f"{stage}/loss", loss, batch_size=size)
+        if stage == "test":
+            self.error_analysis.update(batch["ids"], references, {"": predictions})
+        # Under DDP each rank sees its shard: the mean over ranks is the split's (the error
+        # rates are torchmetrics objects, which sum their counts over ranks themselves).
+        self.log(f"{stage}/loss", loss, batch_size=size, sync_dist=True)
         self.log(f"{stage}/wer", self.wer[stage], prog_bar=True, batch_size=size)
         self.log(f"{stage}/cer", self.cer[stage], prog_bar=True, batch_size=size)
 
@@ -193,6 +227,12 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def on_test_epoch_start(self) -> None:
+        self.error_analysis.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.error_analysis.report(self)
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Greedy transcripts, for `casebook predict` with a prediction writer."""
         logits = self(batch["input_values"], batch["attention_mask"])
@@ -200,10 +240,19 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         transcripts = greedy_transcripts(logits, valid, self.processor.tokenizer)
         return {"ids": batch["ids"], "transcripts": transcripts}
 
+    def expected_initial_loss(self, batch: dict) -> float:
+        """For `casebook doctor`: the CTC loss of uniform outputs on this batch."""
+        return uniform_ctc_loss(self.model, batch)
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return adamw_with_warmup(
-            self, self.model.parameters(), hp.learning_rate, hp.weight_decay, hp.warmup_steps
+            self,
+            self.model.parameters(),
+            hp.learning_rate,
+            hp.weight_decay,
+            hp.warmup_steps,
+            hp.lr_schedule,
         )
 
     def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:

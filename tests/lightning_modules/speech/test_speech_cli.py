@@ -1,6 +1,7 @@
 """The speech configs as a user runs them: teacher fit and test, then student fit and test."""
 
 import json
+from csv import DictReader
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,14 @@ def test_teacher_then_student_fit_and_test_write_the_four_error_rates(
         assert isinstance(metrics[key], float) and metrics[key] >= 0.0, key
     for key in ("test/kl_loss", "test/ctc_loss", "test/hidden_l2", "test/hidden_cos"):
         assert key in metrics
+
+    # error analysis: the highest-WER test utterances, worst first, with both transcripts
+    for root, columns in (
+        (teacher_root, {"wer", "transcript"}),
+        (student_root, {"wer", "teacher_wer", "transcript", "teacher_transcript"}),
+    ):
+        rows = list(DictReader((root / "reports" / "test-worst_utterances.csv").open()))
+        assert rows and columns | {"id", "reference"} <= rows[0].keys()
+        rates = [float(row["wer"]) for row in rows]
+        assert rates == sorted(rates, reverse=True) and all(row["reference"] for row in rows)
+        assert (root / "figures" / "test-worst_utterances.png").stat().st_size > 5_000

@@ -1,0 +1,230 @@
+"""The speech teacher, its distilled student and the student's int8 versions on one test set:
+size, CPU real-time factor, WER and CER.
+
+    .venv/bin/python -m bench.speech            # the 150 test utterances
+    .venv/bin/python -m bench.speech --quick    # 12 of them, one timing repeat: a smoke check
+    .venv/bin/python -m bench.speech --teacher DIR --student DIR --qat DIR
+
+Rows, all on the tts test split of `SpeechDataModule` with configs/speech_student.yaml's data
+settings (voices and sentences never heard in training), one utterance per forward (batch 1, no
+padding, as `transformers.pipeline` transcribes):
+- teacher and student: the float `save_pretrained` folders (`--teacher`, `--student`);
+- student int8 dynamic / static: `quantize.quantize_dynamic` / `quantize.quantize_static` of the
+  student (static calibrated on `--calibration-batches` training batches), saved with
+  `save_quantized` and reloaded from disk, as a user would;
+- student QAT: the int8 folder `casebook fit --config configs/speech_student_qat.yaml` exports
+  (`--qat`); "not trained" when it is missing. It was fine-tuned from whichever student its config
+  named, which need not be `--student`.
+Columns:
+- parameters: weights and biases, packed int8 ones included;
+- size: MB of every file in the saved folder (weights, config, processor);
+- real time: audio seconds transcribed per wall second (higher is faster), forward pass only;
+  every utterance is run by every model in turn (so load changes hit all rows alike) `--repeats`
+  times and each model's fastest run per utterance is kept (the one least slowed by the other
+  jobs on these cores), then summed; with 1 and with 2 torch threads;
+- x teacher, x student: that real-time factor over the teacher's / float student's, same threads;
+- WER and CER: torchmetrics over greedy CTC transcripts against the normalized references
+  (logits of the 1-thread pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.ao.nn.quantized as nnq
+from torchmetrics.functional.text import char_error_rate, word_error_rate
+from transformers import Wav2Vec2ForCTC
+
+from bench.common import load_average, machine, markdown_table, write_results
+from lightning_modules.speech import quantize
+from lightning_modules.speech.ctc import greedy_transcripts, reference_transcripts
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_CONFIG = ROOT / "configs/speech_student.yaml"
+
+
+def quiet() -> None:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def folder_mb(directory: Path) -> float:
+    return sum(f.stat().st_size for f in directory.iterdir() if f.is_file()) / 1e6
+
+
+def weight_count(model: torch.nn.Module) -> int:
+    """Parameters, plus the int8 weights and biases quantized modules keep packed."""
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if isinstance(module, (nnq.Linear, nnq.Conv1d)):
+            weight, bias = module._weight_bias()
+            total += weight.numel() + (bias.numel() if bias is not None else 0)
+    return total
+
+
+def test_utterances(count: int | None, data_config: Path) -> tuple[list[dict], object]:
+    """(one-utterance batches of the test split, the processor); the first `count` if given."""
+    datamodule = quantize.speech_datamodule(data_config, batch_size=1)
+    batches = []
+    for batch in datamodule.test_dataloader():
+        if count is not None and len(batches) == count:
+            break
+        batches.append(batch)
+    return batches, datamodule.processor
+
+
+@torch.inference_mode()
+def timed_pass(
+    models: dict[str, Wav2Vec2ForCTC], batches: list[dict], repeats: int, threads: int
+) -> tuple[dict[str, float], dict[str, list[torch.Tensor]]]:
+    """Per model: the sum over utterances of the fastest of `repeats` forwards, and the logits."""
+    torch.set_num_threads(threads)
+    fastest = {name: [float("inf")] * len(batches) for name in models}
+    logits = {name: [None] * len(batches) for name in models}
+    for model in models.values():  # warm-up: first calls allocate and pack
+        model(batches[0]["input_values"], attention_mask=batches[0]["attention_mask"])
+    for _ in range(repeats):
+        for i, batch in enumerate(batches):
+            for name, model in models.items():
+                start = time.perf_counter()
+                out = model(batch["input_values"], attention_mask=batch["attention_mask"]).logits
+                fastest[name][i] = min(fastest[name][i], time.perf_counter() - start)
+                logits[name][i] = out
+    return {name: sum(times) for name, times in fastest.items()}, logits
+
+
+def error_rates(logits: list[torch.Tensor], batches: list[dict], tokenizer) -> tuple[float, float]:
+    predictions, references = [], []
+    for out, batch in zip(logits, batches):
+        valid = torch.ones(out.shape[:2], dtype=torch.bool)  # one unpadded utterance
+        predictions += greedy_transcripts(out, valid, tokenizer)
+        references += reference_transcripts(batch["labels"], tokenizer)
+    return float(word_error_rate(predictions, references)), float(
+        char_error_rate(predictions, references)
+    )
+
+
+def build_models(args, root: Path) -> tuple[dict, dict, dict]:
+    """(models by row, their folders, rows that could not be built and why)."""
+    student = Wav2Vec2ForCTC.from_pretrained(args.student).eval()
+    folders = {"teacher": Path(args.teacher), "student": Path(args.student)}
+    models = {
+        "teacher": Wav2Vec2ForCTC.from_pretrained(args.teacher).eval(),
+        "student": student,
+    }
+    start = time.perf_counter()
+    calibration = quantize.calibration_batches(args.data_config, args.calibration_batches)
+    quantized = {
+        "student int8 dynamic": ("dynamic", quantize.quantize_dynamic(student)),
+        "student int8 static": ("static", quantize.quantize_static(student, calibration)),
+    }
+    print(f"quantized in {time.perf_counter() - start:.1f} s", flush=True)
+    for name, (mode, model) in quantized.items():
+        folders[name] = quantize.save_quantized(model, root / mode, mode)
+        models[name] = quantize.load_quantized(folders[name])
+    missing = {}
+    if (Path(args.qat) / quantize.META_FILE).exists():
+        folders["student QAT"] = Path(args.qat)
+        models["student QAT"] = quantize.load_quantized(args.qat)
+    else:
+        missing["student QAT"] = f"not trained ({args.qat} missing)"
+    return models, folders, missing
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="12 utterances, one repeat")
+    parser.add_argument("--teacher", default="runs/speech_teacher/hf")
+    parser.add_argument("--student", default="runs/speech_student/student_hf")
+    parser.add_argument("--qat", default="runs/speech_student_qat/student_int8_qat")
+    parser.add_argument("--utterances", type=int, default=None, help="default: all (quick: 12)")
+    parser.add_argument("--repeats", type=int, default=None, help="timing repeats (default 3)")
+    parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--data-config", type=Path, default=DATA_CONFIG, help="config whose data.init_args to use"
+    )
+    parser.add_argument("--name", default=None, help="results file name (default: speech[_quick])")
+    args = parser.parse_args(argv)
+    if args.utterances is None:
+        args.utterances = 12 if args.quick else None
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    quiet()
+    began, started = time.perf_counter(), machine()
+    print(f"{started['date']}, load {started['load_average']}, {vars(args)}", flush=True)
+
+    batches, processor = test_utterances(args.utterances, args.data_config)
+    audio_seconds = (
+        sum(b["input_values"].shape[1] for b in batches) / processor.feature_extractor.sampling_rate
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_speech_") as root:
+        models, folders, missing = build_models(args, Path(root))
+        sizes = {name: folder_mb(folder) for name, folder in folders.items()}
+        seconds, logits, loads = {}, None, {}
+        for threads in args.threads:
+            load_before = load_average()[0]
+            seconds[threads], pass_logits = timed_pass(models, batches, args.repeats, threads)
+            loads[threads] = f"{load_before:.1f}-{load_average()[0]:.1f}"
+            logits = logits or pass_logits
+            print(f"  {threads} thread(s): {seconds[threads]}", flush=True)
+        counts = {name: weight_count(model) for name, model in models.items()}
+
+    rows = []
+    for name in [*models, *missing]:
+        if name in missing:
+            rows.append({"model": name, "parameters": missing[name]})
+            continue
+        wer, cer = error_rates(logits[name], batches, processor.tokenizer)
+        row = {
+            "model": name,
+            "parameters": f"{counts[name] / 1e6:.2f} M",
+            "size (MB)": sizes[name],
+            "x smaller than student": sizes["student"] / sizes[name],
+        }
+        for threads in args.threads:
+            row[f"real time, {threads} thr"] = audio_seconds / seconds[threads][name]
+            row[f"x teacher, {threads} thr"] = seconds[threads]["teacher"] / seconds[threads][name]
+            row[f"x student, {threads} thr"] = seconds[threads]["student"] / seconds[threads][name]
+        rows.append(row | {"WER": wer, "CER": cer})
+    columns = list(rows[0])
+    print(
+        f"\n{len(batches)} test utterances, {audio_seconds:.0f} s of audio, batch 1, "
+        f"fastest of {args.repeats} per utterance; load (1 min) per thread count: {loads}\n"
+    )
+    print(markdown_table(rows, columns))
+    by = {row["model"]: row for row in rows}
+    dynamic = by["student int8 dynamic"]
+    print(
+        f"\nint8 dynamic vs float student: {dynamic['x smaller than student']:.2f}x smaller "
+        f"(target >= 3), {dynamic['x student, 1 thr']:.2f}x faster on 1 thread (target >= 1.5), "
+        f"WER {100 * (dynamic['WER'] - by['student']['WER']):+.1f} points (target within 1)"
+        if 1 in args.threads
+        else ""
+    )
+    finished = machine()
+    minutes = (time.perf_counter() - began) / 60
+    print(f"\n{finished['date']}, load {finished['load_average']}, {minutes:.1f} min")
+    write_results(
+        args.name or ("speech_quick" if args.quick else "speech"),
+        {
+            "started": started,
+            "finished": finished,
+            "args": vars(args),
+            "utterances": len(batches),
+            "audio_seconds": audio_seconds,
+            "rows": rows,
+            "seconds": seconds,
+            "load_per_threads": loads,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,474 @@
+"""Int8 students: post-training dynamic and static quantization, quantization-aware training
+(QAT), and a saved form that reloads.
+
+    python -m lightning_modules.speech.quantize dynamic runs/speech_student/student_hf runs/speech_student/student_int8_dynamic
+    python -m lightning_modules.speech.quantize static  runs/speech_student/student_hf runs/speech_student/student_int8_static [--calibration-batches 8]
+    python -m lightning_modules.speech.quantize transcribe runs/speech_student/student_int8_dynamic a.wav b.wav
+    casebook fit --config configs/speech_student_qat.yaml   # QAT -> runs/speech_student_qat/student_int8_qat
+
+`dynamic` and `static` read a float `save_pretrained` folder (what the distiller exports), write
+the int8 student and print the dtype of every layer that has weights. `static` calibrates on
+training batches of the data settings of `--data-config` (default configs/speech_student.yaml).
+`transcribe` prints greedy CTC transcripts of wav files with a float or an int8 folder.
+
+What is quantized (`quantized_layer_names`): every `nn.Linear` (attention q/k/v/out and the two
+feed-forward layers of each transformer layer, the feature projection, the CTC head) and, in
+static and QAT mode, the convolutions after the first: the feature encoder's second convolution
+and the positional convolution (its weight norm folded into a plain weight first). Weights become
+int8 per output channel; their scales (float64) and zero points (int64) stay as they are; the
+first convolution (it reads the waveform, see `quantized_layer_names`), LayerNorm, GELU,
+attention's softmax and matmuls and the residual adds stay float.
+- dynamic: `torch.ao.quantization.quantize_dynamic`, each Linear's input quantized per call.
+  Convolutions stay float: torch.ao's dynamic Conv1d (it warns of "poor numerical accuracy")
+  was 46% off (relative norm) on a single convolution here, where the static one was 2% off.
+- static: each quantized layer is wrapped in quant -> layer -> dequant (`QuantizedRegion`: eager
+  mode needs explicit stubs where float tensors enter and leave int8), observed on calibration
+  batches (x86 qconfig: histogram observer, per-channel weights), then converted.
+- qat: the same wrapping with fake quantization (`prepare_qat`), fine-tuned by the distiller
+  (`Wav2Vec2Distiller(quantization_aware=True)`), then `convert_qat`.
+
+Backend choice, measured on this machine (2 shared AMD EPYC cores, AVX2 without VNNI, torch
+2.14.1, one thread, a 2-layer 256-wide student of 2.15 M parameters, batch 1). Forward of one
+1.9 s test utterance, median of 10, float eager 12.9 ms = 1x:
+    torch.ao dynamic int8 (Linear), eager, x86 engine      9.7 ms   1.33x
+    float, torch.compile (inductor)                        26.2 ms   0.49x
+    torchao 0.18 Int8DynamicActivationInt8Weight, compiled  277 ms   0.05x
+    torchao 0.18 Int8DynamicActivationInt8Weight, eager   ~12x slower than float (6 utterances)
+torchao's int8 matmul lowers to `aten::_int_mm`, whose CPU kernel without VNNI took 87% of the
+compiled forward, and inductor made even the float model slower. So every mode uses torch.ao's
+eager quantization on the x86 engine (fbgemm and onednn timed the same per Linear), with its
+deprecation warnings silenced in one place (`eager_quantization`). Graph mode (FX, PT2E) was not
+tried: PT2E's int8 speed comes from inductor, slower than eager here, and eager wrapping keeps the
+Hugging Face model's forward, config and hidden states as they are. Where the time goes, float
+student, one thread: Linear ~48%, convolutions ~26%, attention ~9%, GELU ~7%; one int8 Linear
+ran 1.4-1.85x faster than float (256x256 to 1024x256, 200 frames). Hence int8 Linear alone gives
+at most ~1.25x on the whole forward. `bench/speech.py` (150 test utterances, one thread) measured
+against the float student: dynamic 2.28x smaller and 1.20x faster, static 3.27x and 1.20x, QAT
+3.27x and 1.26x; WER -0.3, +0.6 and +0.1 points (bench/README.md).
+
+Saved form (`save_quantized`, `load_quantized`): the float config and the processor
+(`save_pretrained`), the int8 state dict (`quantized_state_dict.pt`, loads with
+`weights_only=True`) and `quantization.json` (mode, engine, quantized layer names). Loading
+builds the float model from the config, applies the same quantization structure without
+calibration, then loads the state dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+import torch.ao.nn.qat as nnqat
+import torch.ao.nn.quantized as nnq
+import torch.ao.nn.quantized.dynamic as nnqd
+import torch.ao.quantization as tq
+from torch import Tensor, nn
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
+
+QuantMode = Literal["dynamic", "static", "qat"]
+STATE_FILE = "quantized_state_dict.pt"
+META_FILE = "quantization.json"
+# fbgemm's successor for x86; int8 kernels need a supported engine (qnnpack elsewhere, e.g. ARM)
+ENGINE = "x86" if "x86" in torch.backends.quantized.supported_engines else "qnnpack"
+POSITIONAL_CONV = "wav2vec2.encoder.pos_conv_embed.conv"
+FIRST_CONV = "wav2vec2.feature_extractor.conv_layers.0.conv"
+
+# eager mode swaps modules by exact type: Conv1d needs adding to the QAT and convert mappings
+QAT_MAPPING = {**tq.get_default_qat_module_mappings(), nn.Conv1d: nnqat.Conv1d}
+STATIC_MAPPING = {**tq.get_default_static_quant_module_mappings(), nnqat.Conv1d: nnq.Conv1d}
+
+
+@contextlib.contextmanager
+def eager_quantization() -> Iterator[None]:
+    """torch.ao eager quantization on `ENGINE`, its deprecation warnings silenced.
+
+    torch.ao.quantization warns on every call that it is deprecated in favour of torchao; torchao's
+    int8 path ran ~20x slower than float on this CPU (module docstring), so casebook keeps
+    torch.ao and silences these warnings here, the one place that calls it."""
+    previous = torch.backends.quantized.engine
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", r"(?s).*quantized tensor creation functions.*deprecated")
+        warnings.filterwarnings("ignore", r"(?s).*reduce_range will be deprecated")
+        warnings.filterwarnings("ignore", r".*must run observer before calling calculate_qparams")
+        warnings.filterwarnings("ignore", r"TypedStorage is deprecated")  # loading int8 tensors
+        torch.backends.quantized.engine = ENGINE
+        try:
+            yield
+        finally:
+            torch.backends.quantized.engine = previous
+
+
+# ---------------------------------------------------------------------------- which layers
+
+
+def quantized_layer_names(model: Wav2Vec2ForCTC, convolutions: bool = True) -> list[str]:
+    """Every `nn.Linear` and, with `convolutions`, every `nn.Conv1d` but the first.
+
+    The first convolution reads the waveform, and a LayerNorm over channels follows it in every
+    frame, which scales the quantization noise of quiet frames up to the level of speech: int8,
+    it alone moved a trained student's logits by 13% (relative norm, static or dynamic) and
+    changed 7% of the frames' argmax. It holds 5% of a 2.15 M-parameter student's weights."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        or (convolutions and isinstance(module, nn.Conv1d) and name != FIRST_CONV)
+    ]
+
+
+def fold_positional_weight_norm(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    """Replace the positional convolution's weight norm (weight = g * v / |v|, a training
+    reparametrization) by a plain `nn.Conv1d` holding the weight it computes, in place: eager
+    quantization swaps modules by exact type, which the parametrized class is not. A new module,
+    not `remove_parametrizations`, which edits the class a deep copy shares with its original."""
+    conv = model.get_submodule(POSITIONAL_CONV)
+    if type(conv) is nn.Conv1d or not hasattr(conv, "parametrizations"):
+        return model
+    plain = nn.Conv1d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=conv.bias is not None,
+    ).to(conv.weight.device)
+    with torch.no_grad():
+        plain.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            plain.bias.copy_(conv.bias)
+    _set_submodule(model, POSITIONAL_CONV, plain)
+    return model
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attribute, module)
+
+
+class QuantizedRegion(nn.Module):
+    """quant -> layer -> dequant: eager static quantization converts only what sits between a
+    QuantStub and a DeQuantStub, so each quantized layer is its own int8 region and everything
+    around it (LayerNorm, GELU, softmax, residual adds) keeps reading and writing float."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.quant = tq.QuantStub()
+        self.layer = layer
+        self.dequant = tq.DeQuantStub()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dequant(self.layer(self.quant(x)))
+
+
+def _float_copy(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    return fold_positional_weight_norm(copy.deepcopy(model))
+
+
+def _wrap_regions(model: Wav2Vec2ForCTC, names: list[str], qconfig: tq.QConfig) -> None:
+    for name in names:
+        region = QuantizedRegion(model.get_submodule(name))
+        region.qconfig = qconfig
+        _set_submodule(model, name, region)
+
+
+def _dynamic_structure(model: Wav2Vec2ForCTC, names: list[str]) -> Wav2Vec2ForCTC:
+    with eager_quantization():
+        spec = dict.fromkeys(names, tq.per_channel_dynamic_qconfig)
+        return tq.quantize_dynamic(model.eval(), spec, inplace=True)
+
+
+def _static_prepared(model: Wav2Vec2ForCTC, names: list[str]) -> Wav2Vec2ForCTC:
+    _wrap_regions(model, names, tq.get_default_qconfig(ENGINE))
+    with eager_quantization():
+        return tq.prepare(model.eval(), inplace=True)
+
+
+def _convert(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    with eager_quantization():
+        return tq.convert(model.cpu().eval(), mapping=STATIC_MAPPING, inplace=True)
+
+
+# ---------------------------------------------------------------------------- the three modes
+
+
+def quantize_dynamic(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    """An int8 copy: Linear weights quantized now (per channel), their inputs per call (per
+    tensor). Convolutions stay float: torch.ao's dynamic Conv1d (which warns of "poor numerical
+    accuracy") was 46% off (relative norm) on a single convolution here, its static one 2%."""
+    model = _float_copy(model).cpu()
+    return _dynamic_structure(model, quantized_layer_names(model, convolutions=False))
+
+
+@torch.no_grad()
+def quantize_static(
+    model: Wav2Vec2ForCTC, calibration_batches: Iterable[dict | Tensor]
+) -> Wav2Vec2ForCTC:
+    """An int8 copy whose activation scales were observed on `calibration_batches`: dicts with
+    `input_values` (batch, samples) and optionally `attention_mask`, as `SpeechDataModule`
+    yields them, or bare `input_values` tensors."""
+    model = _float_copy(model).cpu()
+    model = _static_prepared(model, quantized_layer_names(model))
+    seen = 0
+    for batch in calibration_batches:
+        if isinstance(batch, Tensor):
+            batch = {"input_values": batch}
+        model(batch["input_values"].cpu(), attention_mask=_cpu(batch.get("attention_mask")))
+        seen += 1
+    if not seen:
+        raise ValueError("quantize_static needs at least one calibration batch")
+    return _convert(model)
+
+
+def _cpu(tensor: Tensor | None) -> Tensor | None:
+    return tensor.cpu() if tensor is not None else None
+
+
+def prepare_qat(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    """A copy with fake quantization on the layers static mode quantizes, in train mode, to
+    fine-tune (on the model's device); `convert_qat` turns it into int8."""
+    model = _float_copy(model)
+    _wrap_regions(model, quantized_layer_names(model), tq.get_default_qat_qconfig(ENGINE))
+    with eager_quantization():
+        return tq.prepare_qat(model.train(), mapping=QAT_MAPPING, inplace=True)
+
+
+def observe_ranges(model: nn.Module, enabled: bool) -> None:
+    """Let a `prepare_qat` model's fake quantizers update their activation ranges (training
+    batches) or hold them (evaluation), in place."""
+    model.apply(tq.enable_observer if enabled else tq.disable_observer)
+
+
+def convert_qat(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    """The int8 model (on the CPU) of a `prepare_qat` model; the argument is left as it is."""
+    return _convert(copy.deepcopy(model))
+
+
+def float_weights(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    """A plain float `Wav2Vec2ForCTC` (weight norm restored) with the weights of a float or
+    `prepare_qat` model: what `save_pretrained` and `transformers.pipeline` read."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if "fake_quant" in key or "activation_post_process" in key:
+            continue
+        state[re.sub(r"\.layer\.(weight|bias)$", r".\1", key)] = value
+    plain = Wav2Vec2ForCTC(model.config).to(next(model.parameters()).device)
+    folded = f"{POSITIONAL_CONV}.weight"
+    missing, unexpected = plain.load_state_dict(state, strict=False)
+    weight_norm = {k for k in missing if k.startswith(f"{POSITIONAL_CONV}.parametrizations.")}
+    if set(missing) - weight_norm or set(unexpected) - {folded}:
+        raise RuntimeError(f"not a wav2vec2 student: missing {missing}, unexpected {unexpected}")
+    if folded in state:  # weight norm's right inverse sets g = |w| and v = w
+        with torch.no_grad():
+            plain.get_submodule(POSITIONAL_CONV).weight = state[folded]
+    return plain.train(model.training)
+
+
+# ---------------------------------------------------------------------------- inspection
+
+
+class LayerDtype(NamedTuple):
+    name: str
+    kind: str  # the module's class
+    weight_dtype: str
+    qparams_dtype: str  # "scales/zero points" of the weight, "-" for float layers
+
+
+def _weight_of(module: nn.Module) -> Tensor | None:
+    if isinstance(module, (nnq.Linear, nnqd.Linear, nnq.Conv1d)):
+        return module.weight()  # quantized modules keep the weight packed
+    weight = getattr(module, "weight", None)
+    return weight if isinstance(weight, Tensor) else None
+
+
+def layer_dtypes(model: nn.Module) -> list[LayerDtype]:
+    """Each layer that has a weight: its name, class, weight dtype and the dtypes of the weight's
+    scales and zero points ("-" when it is float)."""
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, (tq.FakeQuantizeBase, tq.ObserverBase)):
+            continue
+        weight = _weight_of(module)
+        if weight is None:
+            continue
+        if weight.is_quantized:
+            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                scale, zero = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+                qparams = f"{scale.dtype}/{zero.dtype}".replace("torch.", "")
+            else:  # per tensor: a Python float and int
+                qparams = "float64/int64"
+        else:
+            qparams = "-"
+        rows.append(
+            LayerDtype(
+                name.removesuffix(".layer"),  # a QuantizedRegion's layer: the region's name
+                type(module).__name__,
+                str(weight.dtype).replace("torch.", ""),
+                qparams,
+            )
+        )
+    return rows
+
+
+def layer_dtype_report(model: nn.Module) -> str:
+    """Scales and zero points stay float, weights go int8: one line per layer with weights."""
+    rows = layer_dtypes(model)
+    width = max(len(row.name) for row in rows)
+    lines = [f"{'layer':<{width}}  {'class':<24} {'weight':<8} scales/zero points"]
+    lines += [
+        f"{r.name:<{width}}  {r.kind:<24} {r.weight_dtype:<8} {r.qparams_dtype}" for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def quantized_layers(model: nn.Module) -> list[str]:
+    """Names of the layers that run in int8 (as `quantized_layer_names` named them)."""
+    int8 = (QuantizedRegion, nnqd.Linear)
+    return [name for name, module in model.named_modules() if isinstance(module, int8)]
+
+
+# ---------------------------------------------------------------------------- save and load
+
+
+def save_quantized(
+    model: Wav2Vec2ForCTC,
+    directory: str | Path,
+    mode: QuantMode,
+    processor: Wav2Vec2Processor | None = None,
+) -> Path:
+    """Write an int8 student: config (and processor) by `save_pretrained`, the int8 state dict,
+    and `quantization.json` naming the mode and the quantized layers."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(str(directory))
+    if processor is not None:
+        processor.save_pretrained(str(directory))
+    torch.save(model.state_dict(), directory / STATE_FILE)
+    meta = {
+        "mode": mode,
+        "engine": ENGINE,
+        "layers": quantized_layers(model),
+        "torch": torch.__version__.split("+")[0],
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def load_quantized(directory: str | Path) -> Wav2Vec2ForCTC:
+    """The int8 student `save_quantized` wrote, in eval mode on the CPU."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except FileNotFoundError as error:
+        raise ValueError(
+            f"{directory} holds no {META_FILE}: not a save_quantized folder"
+        ) from error
+    model = fold_positional_weight_norm(Wav2Vec2ForCTC(Wav2Vec2Config.from_pretrained(directory)))
+    layers = meta["layers"]
+    if meta["mode"] == "dynamic":
+        model = _dynamic_structure(model, layers)
+    elif meta["mode"] in ("static", "qat"):
+        model = _convert(_static_prepared(model, layers))
+    else:
+        raise ValueError(f"{directory / META_FILE}: unknown mode {meta['mode']!r}")
+    with eager_quantization():  # packed weights are re-packed for the engine on load
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def load_student(directory: str | Path) -> Wav2Vec2ForCTC:
+    """A float `save_pretrained` folder or an int8 `save_quantized` one, in eval mode."""
+    if (Path(directory) / META_FILE).exists():
+        return load_quantized(directory)
+    return Wav2Vec2ForCTC.from_pretrained(str(directory)).eval()
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+@torch.no_grad()
+def transcribe(directory: str | Path, wavs: list[str | Path]) -> list[str]:
+    """Greedy CTC transcripts of wav files (resampled to the processor's rate)."""
+    from datamodules.speech.dataset import load_waveform
+    from lightning_modules.speech.ctc import greedy_transcripts
+
+    model = load_student(directory)
+    processor = Wav2Vec2Processor.from_pretrained(str(directory))
+    rate = processor.feature_extractor.sampling_rate
+    texts = []
+    for wav in wavs:
+        features = processor(
+            load_waveform(wav, rate).numpy(), sampling_rate=rate, return_tensors="pt"
+        )
+        logits = model(features.input_values).logits
+        valid = torch.ones(logits.shape[:2], dtype=torch.bool)
+        texts.append(greedy_transcripts(logits, valid, processor.tokenizer)[0])
+    return texts
+
+
+def speech_datamodule(config: str | Path, **overrides):
+    """The `SpeechDataModule` of a casebook config's `data.init_args` (and `overrides`)."""
+    import yaml
+
+    from datamodules.speech import SpeechDataModule
+
+    spec = yaml.safe_load(Path(config).read_text())
+    return SpeechDataModule(**{**spec["data"]["init_args"], **overrides})
+
+
+def calibration_batches(config: str | Path, count: int) -> list[dict]:
+    """The first `count` training batches of the config's data (seeded shuffle)."""
+    loader = speech_datamodule(config).train_dataloader()
+    batches = []
+    for batch in loader:
+        if len(batches) == count:
+            break
+        batches.append(batch)
+    return batches
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for mode in ("dynamic", "static"):
+        command = commands.add_parser(mode, help=f"{mode} int8 quantization of a float folder")
+        command.add_argument("float_dir", help="a save_pretrained Wav2Vec2ForCTC folder")
+        command.add_argument("out_dir")
+        if mode == "static":
+            command.add_argument("--calibration-batches", type=int, default=8)
+            command.add_argument("--data-config", default="configs/speech_student.yaml")
+    command = commands.add_parser("transcribe", help="print greedy transcripts of wav files")
+    command.add_argument("dir", help="a float or int8 student folder")
+    command.add_argument("wavs", nargs="+")
+    args = parser.parse_args(argv)
+
+    if args.command == "transcribe":
+        for wav, text in zip(args.wavs, transcribe(args.dir, args.wavs)):
+            print(f"{wav}\t{text}")
+        return
+    model = Wav2Vec2ForCTC.from_pretrained(args.float_dir).eval()
+    if args.command == "dynamic":
+        quantized = quantize_dynamic(model)
+    else:
+        batches = calibration_batches(args.data_config, args.calibration_batches)
+        quantized = quantize_static(model, batches)
+    processor = Wav2Vec2Processor.from_pretrained(args.float_dir)
+    out = save_quantized(quantized, args.out_dir, args.command, processor)
+    print(layer_dtype_report(quantized))
+    print(f"wrote {args.command} int8 student to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
