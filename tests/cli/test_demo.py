@@ -1,3 +1,6 @@
+import pytest
+
+from casebook.cli import CasebookCLI
 from casebook.demo import JOBS, format_table
 
 
@@ -17,3 +20,23 @@ def test_demo_runs_the_test_of_the_checkpoint_it_trained():
     fit, test = trading.steps
     assert fit[0] == "fit" and test[0] == "test" and "--ckpt_path=best" in test
     assert all(f"--trainer.default_root_dir={trading.root}" in step for step in trading.steps)
+
+
+@pytest.mark.parametrize("job", [job for job in JOBS if job.steps], ids=lambda job: job.name)
+def test_every_demo_command_parses(job, capsys):
+    """Each command of `make demo` is one the CLI accepts (parsed, not run: `--print_config`)."""
+    for arguments in job.steps:
+        with pytest.raises(SystemExit) as done:
+            CasebookCLI(args=[*arguments, "--print_config"])
+        assert done.value.code in (0, None), arguments
+        assert "trainer:" in capsys.readouterr().out
+
+
+def test_speech_demo_reports_the_models_it_trained():
+    speech = next(job for job in JOBS if job.name == "speech")
+    teacher_fit, student_fit, student_test = speech.steps
+    teacher_root = next(a.split("=", 1)[1] for a in teacher_fit if "default_root_dir" in a)
+    assert (
+        f"--model.teacher={teacher_root}/hf" in student_fit and "--ckpt_path=best" in student_test
+    )
+    assert speech.report[0] == "bench.speech" and f"{teacher_root}/hf" in speech.report
