@@ -1,4 +1,5 @@
-"""What every benchmark shares: machine facts, a Markdown table, the JSON results file."""
+"""What every benchmark shares: machine facts, a Markdown table, the JSON results file, and a
+Trainer stripped of everything but the loop."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import platform
 from pathlib import Path
 
+import lightning as L
 import torch
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -53,3 +55,18 @@ def write_results(name: str, payload: dict) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+def quiet_trainer(**options) -> L.Trainer:
+    """A one-process CPU Trainer with no logger, checkpoints, progress bar, model summary or sanity
+    check (each is overridable in `options`), so a timing measures the loop and its callbacks."""
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**defaults, **options})

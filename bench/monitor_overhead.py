@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from bench.common import load_average, machine, markdown_table, write_results
+from bench.common import load_average, machine, markdown_table, quiet_trainer, write_results
 from callbacks import GradNormMonitor
 from lightning_modules.trading import TradingPolicy
 
@@ -249,16 +249,8 @@ def lockstep_fits(make_net, loss, batch, rounds: int, stride: int) -> dict[str, 
             steps = turns.schedule.count(setting)
             torch.manual_seed(0)  # the same initial weights for every setting
             timers[setting] = TakeTurns(turns, setting)
-            trainer = L.Trainer(
-                max_steps=steps,
-                accelerator="cpu",
-                devices=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                callbacks=[timers[setting], *SETTINGS[setting]()],
+            trainer = quiet_trainer(
+                max_steps=steps, callbacks=[timers[setting], *SETTINGS[setting]()]
             )
             loader = DataLoader(SameBatch(batch, steps), batch_size=None)
             trainer.fit(Supervised(make_net(), loss), train_dataloaders=loader)

@@ -102,7 +102,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from bench.common import load_average, machine, markdown_table, write_results
+from bench.common import load_average, machine, markdown_table, quiet_trainer, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("ppo_trader", "speech_teacher", "speech_student", "clip_pretrainer", "step_aligner")
@@ -418,15 +418,9 @@ def lightning_fit(
         length = {"max_epochs": 1}
     else:
         length = {"max_steps": steps}
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
+    trainer = quiet_trainer(
         logger=CSVLogger(root, name="csv") if callbacks else False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
         log_every_n_steps=log_every,
         callbacks=[timer, *callbacks],
         default_root_dir=root,

@@ -129,7 +129,9 @@ def build_models(args, root: Path) -> tuple[dict, dict, dict]:
         folders[name] = quantize.save_quantized(model, root / mode, mode)
         models[name] = quantize.load_quantized(folders[name])
     missing = {}
-    if (Path(args.qat) / quantize.META_FILE).exists():
+    if not args.qat:
+        pass  # no QAT row asked for
+    elif (Path(args.qat) / quantize.META_FILE).exists():
         folders["student QAT"] = Path(args.qat)
         models["student QAT"] = quantize.load_quantized(args.qat)
     else:
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="12 utterances, one repeat")
     parser.add_argument("--teacher", default="runs/speech_teacher/hf")
     parser.add_argument("--student", default="runs/speech_student/student_hf")
-    parser.add_argument("--qat", default="runs/speech_student_qat/student_int8_qat")
+    parser.add_argument(
+        "--qat", default="runs/speech_student_qat/student_int8_qat", help="'' for no QAT row"
+    )
     parser.add_argument("--utterances", type=int, default=None, help="default: all (quick: 12)")
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats (default 3)")
     parser.add_argument("--calibration-batches", type=int, default=8)

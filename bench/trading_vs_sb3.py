@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.common import load_average, machine, markdown_table, write_results
+from bench.common import load_average, machine, markdown_table, quiet_trainer, write_results
 from datamodules.trading import MarketDataModule, simulate
 from datamodules.trading.env import positions_from_actions
 from lightning_modules.trading import PPOTrader, TradingPolicy, performance
@@ -177,18 +177,7 @@ def casebook_fit(
     datamodule.iterations_per_epoch = iterations
     datamodule.seed = seed
     datamodule.train_env = None  # setup("fit") builds a fresh one from the seed
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[],
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
 
 

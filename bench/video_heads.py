@@ -45,7 +45,7 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from bench.common import load_average, machine, markdown_table, write_results
+from bench.common import load_average, machine, markdown_table, quiet_trainer, write_results
 from datamodules.video import InstructionalVideoDataModule
 from datamodules.video.datasets import IGNORE_INDEX
 from lightning_modules.video import ClipPretrainer, StepAligner, losses
@@ -78,17 +78,7 @@ def quiet() -> None:
 
 
 def trainer(root: str, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        **kwargs,
-    )
+    return quiet_trainer(default_root_dir=root, **kwargs)
 
 
 def pretrain(root: str, epochs: int, train_videos: int) -> tuple[str, float]:

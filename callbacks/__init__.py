@@ -7,6 +7,7 @@ callbacks/ imports neither datamodules nor lightning_modules.
 """
 
 from callbacks.adaptive_clip import AdaptiveGradClip
+from callbacks.distributed import gather_from_ranks
 from callbacks.exact_resume import ExactResume
 from callbacks.figures import log_figure
 from callbacks.grad_norm_monitor import GradNormMonitor, NonFiniteError
@@ -23,6 +24,7 @@ __all__ = [
     "NonFiniteError",
     "NpyPredictionWriter",
     "TrainValidSkew",
+    "gather_from_ranks",
     "log_figure",
     "log_table",
 ]

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from callbacks.distributed import gather_from_ranks
 
 
 def random_state() -> dict[str, Any]:
@@ -106,12 +107,7 @@ class ExactResume(Callback):
         if not self.restore_random_state:
             return {}
         # Every rank saves a checkpoint together (rank 0 writes it), so each rank's state is gathered.
-        states = [random_state()]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, states[0])
-            states = gathered
-        return {"random_states": states}
+        return {"random_states": gather_from_ranks(random_state())}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved_states = state_dict.get("random_states")

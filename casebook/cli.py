@@ -176,29 +176,23 @@ class CasebookCLI(LightningCLI):
             raise DataError(f"--ckpt_path {path}: no such checkpoint file")
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
             if "Weights only load failed" in str(error):
-                raise DataError(
-                    f"--ckpt_path {path}: holds pickled objects, not only tensors; casebook loads "
-                    "checkpoints with weights_only=True"
-                ) from None
-            raise DataError(
-                f"--ckpt_path {path}: not a readable checkpoint ({first_line(error)})"
-            ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as error:
-            raise DataError(
-                f"--ckpt_path {path}: not a readable checkpoint ({first_line(error)})"
-            ) from None
+                problem = "holds pickled objects, not only tensors (loaded with weights_only=True)"
+            else:
+                problem = f"not a readable checkpoint ({first_line(error)})"
+            raise DataError(f"--ckpt_path {path}: {problem}") from None
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise DataError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
-        saved = str(checkpoint.get("hyper_parameters", {}).get("_class_path", ""))
+        saved = str(checkpoint.get("hyper_parameters", {}).get("_class_path", "")).rsplit(".", 1)[
+            -1
+        ]
         if not saved:
             return  # not written by this CLI: the config alone says what the model is
-        wanted = str(self.config[subcommand].model.class_path)
-        if saved.rsplit(".", 1)[-1] != wanted.rsplit(".", 1)[-1]:
+        wanted = str(self.config[subcommand].model.class_path).rsplit(".", 1)[-1]
+        if saved != wanted:
             raise DataError(
-                f"--ckpt_path {path}: a checkpoint of {saved.rsplit('.', 1)[-1]}, "
-                f"but this config's model is {wanted.rsplit('.', 1)[-1]}"
+                f"--ckpt_path {path}: a checkpoint of {saved}, but this config's model is {wanted}"
             )
         super()._parse_ckpt_path()
 
@@ -234,10 +228,11 @@ def main(args: list[str] | None = None) -> None:
     except RuntimeError as error:
         if "Error(s) in loading state_dict" not in str(error):
             raise
-        # same model class, other sizes or layers: Lightning's strict load lists every tensor
+        # same model class, other sizes or layers: Lightning's strict load lists every tensor;
+        # its first two lines name the model and the first mismatch
+        summary = " ".join(line.strip() for line in str(error).splitlines()[:2])
         print(
-            f"casebook: error: the checkpoint does not fit this config's model ({first_line(error)}: "
-            f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else ''})",
+            f"casebook: error: the checkpoint does not fit this config's model ({summary})",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -21,7 +21,7 @@ from torchmetrics.functional.text import word_error_rate
 from torchmetrics.text import CharErrorRate, WordErrorRate
 from transformers import PreTrainedTokenizerBase, Wav2Vec2ForCTC, Wav2Vec2Processor
 
-from callbacks import log_figure, log_table
+from callbacks import gather_from_ranks, log_figure, log_table
 from datamodules.speech.text import build_processor
 from lightning_modules.common import Schedule, build_scheduler, decay_groups
 
@@ -185,8 +185,8 @@ class WorstUtterances:
     """Error analysis after `casebook test`: every test utterance's WER with its transcripts, the
     `count` worst written to `reports/test-worst_utterances.{csv,md}` with a figure.
 
-    `update` takes the references and one or more models' transcripts (the first is ranked);
-    under DDP every rank's rows are gathered to rank 0 before ranking.
+    `update` takes the references and the transcripts of the model (key "", the ranked one) and
+    of others (e.g. "teacher_"); under DDP every rank's rows are gathered before ranking.
     """
 
     def __init__(self, count: int = 20) -> None:
@@ -208,33 +208,28 @@ class WorstUtterances:
             self.rows.append(row)
 
     def report(self, module: L.LightningModule, stage: str = "test") -> list[dict]:
-        rows = self.rows
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [row for part in gathered for row in part]
-        ranked = next(key for key in rows[0] if key.endswith("wer")) if rows else None
-        worst = sorted(rows, key=lambda row: -row[ranked])[: self.count] if rows else []
+        rows = [row for part in gather_from_ranks(self.rows) for row in part]
+        worst = sorted(rows, key=lambda row: -row["wer"])[: self.count]
         log_table(module.trainer, f"{stage}/worst_utterances", worst)
         if worst:
             log_figure(
                 module.trainer,
                 f"{stage}/worst_utterances",
-                worst_utterances_figure(rows, worst, ranked),
+                worst_utterances_figure(rows, worst),
             )
         return worst
 
 
-def worst_utterances_figure(rows: list[dict], worst: list[dict], ranked: str) -> Figure:
+def worst_utterances_figure(rows: list[dict], worst: list[dict]) -> Figure:
     """Left: the distribution of per-utterance WER; right: the worst utterances' WER by id."""
     figure = Figure(figsize=(10, 4))
     spread, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
-    spread.hist([row[ranked] for row in rows], bins=20, color="tab:blue", alpha=0.8)
+    spread.hist([row["wer"] for row in rows], bins=20, color="tab:blue", alpha=0.8)
     spread.set_xlabel("WER per utterance")
     spread.set_ylabel("utterances")
     labels = [row["id"] for row in worst][::-1]
-    bars.barh(labels, [row[ranked] for row in worst][::-1], color="tab:red", alpha=0.8)
-    bars.set_xlabel(f"{ranked.replace('_', ' ')} (worst {len(worst)})")
+    bars.barh(labels, [row["wer"] for row in worst][::-1], color="tab:red", alpha=0.8)
+    bars.set_xlabel(f"WER (worst {len(worst)})")
     bars.tick_params(axis="y", labelsize=7)
     figure.tight_layout()
     return figure

@@ -30,7 +30,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from callbacks import log_figure, log_table
+from callbacks import gather_from_ranks, log_figure, log_table
 from datamodules.errors import DataError
 from datamodules.video.datasets import IGNORE_INDEX
 from lightning_modules.common import Init, Schedule, build_scheduler, decay_groups, init_weights
@@ -321,11 +321,7 @@ class StepAligner(L.LightningModule):
     def report_worst_videos(self) -> None:
         """Error analysis: the lowest-mIoU test videos as `reports/test-worst_videos.{csv,md}` (with
         their worst step) and their timelines as `figures/test-worst_videos.png`."""
-        videos = self.test_videos
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
-            torch.distributed.all_gather_object(gathered, videos)
-            videos = [video for part in gathered for video in part]
+        videos = [video for part in gather_from_ranks(self.test_videos) for video in part]
         miou = lambda video: sum(video["ious"]) / max(len(video["ious"]), 1)  # noqa: E731
         worst = sorted(videos, key=miou)[: self.hparams.worst_videos]
         rows = []

@@ -33,33 +33,27 @@ def policy(**options) -> TradingPolicy:
     return TradingPolicy((3, 16, 8), 3, width=16, depth=2, **options)
 
 
-def fit(root, callbacks=(), epochs: int = 2, **options) -> tuple[L.Trainer, PPOTrader]:
-    trainer_options = {
-        k: options.pop(k) for k in ("precision", "accumulate_grad_batches") if k in options
-    }
-    L.seed_everything(0)
-    data = MarketDataModule(**TINY_MARKET)
-    model = PPOTrader(
-        observation_shape=data.observation_shape,
-        num_actions=data.num_actions,
-        action_mode=data.action_mode,
-        **TINY_AGENT,
-        **options,
-    )
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=list(callbacks),
-        default_root_dir=root,
-        **trainer_options,
-    )
-    trainer.fit(model, data)
-    return trainer, model
+@pytest.fixture
+def train(fit):
+    """`train(callbacks, epochs, **options)`: a tiny PPOTrader fitted on synthetic data with the
+    shared quiet `fit`; `precision` and `accumulate_grad_batches` go to the Trainer."""
+
+    def run(callbacks=(), epochs: int = 2, **options) -> tuple[L.Trainer, PPOTrader]:
+        trainer_options = {
+            k: options.pop(k) for k in ("precision", "accumulate_grad_batches") if k in options
+        }
+        L.seed_everything(0)
+        data = MarketDataModule(**TINY_MARKET)
+        model = PPOTrader(
+            observation_shape=data.observation_shape,
+            num_actions=data.num_actions,
+            action_mode=data.action_mode,
+            **TINY_AGENT,
+            **options,
+        )
+        return fit(model, data, callbacks, max_epochs=epochs, **trainer_options), model
+
+    return run
 
 
 @pytest.mark.parametrize("norm,layer", [("batch", nn.BatchNorm2d), ("group", nn.GroupNorm)])
@@ -124,9 +118,9 @@ class LearningRates(Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def test_lr_schedule_and_warm_up_set_the_rate_of_every_iteration(tmp_path):
+def test_lr_schedule_and_warm_up_set_the_rate_of_every_iteration(train):
     record = LearningRates()
-    fit(tmp_path, [record], lr=1e-3, lr_schedule="cosine", warmup_steps=1)
+    train([record], lr=1e-3, lr_schedule="cosine", warmup_steps=1)
     expected = [1e-3 * lr_multiplier("cosine", i, 4, 1) for i in range(4)]
     assert record.lrs == pytest.approx(expected)
 
@@ -139,17 +133,17 @@ class AutocastProbe(Callback):
         )
 
 
-def test_bf16_mixed_runs_the_policy_under_cpu_autocast_with_finite_losses(tmp_path):
+def test_bf16_mixed_runs_the_policy_under_cpu_autocast_with_finite_losses(train):
     probe = AutocastProbe()
-    trainer, _ = fit(tmp_path, [probe], precision="bf16-mixed", epochs=1)
+    trainer, _ = train([probe], precision="bf16-mixed", epochs=1)
     assert probe.seen and all(on and dtype == torch.bfloat16 for on, dtype in probe.seen)
     for name in ("policy_loss", "value_loss", "approx_kl"):
         assert torch.isfinite(trainer.callback_metrics[f"train/{name}"]), name
 
 
-def test_gradient_accumulation_is_refused_with_manual_optimization(tmp_path):
+def test_gradient_accumulation_is_refused_with_manual_optimization(train):
     with pytest.raises(MisconfigurationException, match="manual optimization"):
-        fit(tmp_path, accumulate_grad_batches=2, epochs=1)
+        train(accumulate_grad_batches=2, epochs=1)
 
 
 class AverageDistance(Callback):
@@ -163,10 +157,10 @@ class AverageDistance(Callback):
         self.distances.append((averaged - pl_module.policy.value_head.weight).norm().item())
 
 
-def test_ema_of_weights_trails_the_trained_policy_and_replaces_it_at_the_end(tmp_path):
+def test_ema_of_weights_trails_the_trained_policy_and_replaces_it_at_the_end(train):
     ema = EMAWeightAveraging(decay=0.9)
     distance = AverageDistance(ema)
-    _, model = fit(tmp_path, [ema, distance])
+    _, model = train([ema, distance])
     assert distance.distances[0] == 0.0  # the first update copies the weights
     assert all(d > 0 for d in distance.distances[1:])
     averaged = ema._average_model.module.policy.value_head.weight
