@@ -161,7 +161,9 @@ class StepAligner(L.LightningModule):
                 )
         self.frozen = freeze_encoders or head == "zero_shot"
         if self.frozen:
-            self.encoders.requires_grad_(False)
+            # Lightning 2.x never calls train() when fit starts: a module keeps the mode it was
+            # built in, so the frozen encoders go to eval mode here, and train() keeps them there.
+            self.encoders.requires_grad_(False).eval()
         # Only zero_shot reads the CLIP temperature; a trainable unused one would stall DDP.
         self.encoders.log_logit_scale.requires_grad_(False)
         self.input_key = "features" if feature_dim else "frames"

@@ -1,5 +1,6 @@
 """ClipPretrainer and StepAligner on tiny batches: every head learns, encoders round-trip."""
 
+import lightning as L
 import pytest
 import torch
 
@@ -83,11 +84,33 @@ def test_attend_align_decodes_every_step_in_order(align_batch, aligner):
     assert (labels == -100).equal(~align_batch["frame_mask"])
 
 
-def test_frozen_encoders_stay_fixed_and_in_eval_mode(align_batch, aligner):
+class RecordEncoderMode(L.Callback):
+    def __init__(self) -> None:
+        self.modes: list[tuple[bool, bool]] = []  # (any encoder module training, head training)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        encoders = any(m.training for m in module.encoders.modules())
+        self.modes.append((encoders, module.head.training))
+
+
+def test_frozen_encoders_stay_fixed_and_in_eval_mode_through_fit(align_data, aligner, tmp_path):
+    """Through Lightning's own loop, validation included: frozen encoders in eval mode on every
+    step (no dropout, batch-norm statistics untouched), the head in train mode."""
     module = aligner("similarity", freeze_encoders=True)
     before = {k: v.clone() for k, v in module.encoders.state_dict().items()}
-    fit_steps(module, lambda: module.loss(module(align_batch), align_batch), steps=3)
-    assert not module.encoders.training and module.head.training
+    recorder = RecordEncoderMode()
+    trainer = L.Trainer(
+        max_steps=3,
+        limit_val_batches=1,  # one training batch per epoch: validation between the steps
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[recorder],
+    )
+    trainer.fit(module, datamodule=align_data)
+    assert recorder.modes == [(False, True)] * 3
     for key, value in module.encoders.state_dict().items():
         assert torch.equal(value, before[key]), key
 
