@@ -65,6 +65,9 @@ def weight_count(model: torch.nn.Module) -> int:
         if isinstance(module, (nnq.Linear, nnq.Conv1d)):
             weight, bias = module._weight_bias()
             total += weight.numel() + (bias.numel() if bias is not None else 0)
+        elif isinstance(module, quantize.Int8WeightOnlyConv1d):  # buffers, not parameters
+            bias = module.bias
+            total += module.weight_int8.numel() + (bias.numel() if bias is not None else 0)
     return total
 
 

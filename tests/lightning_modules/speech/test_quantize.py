@@ -61,19 +61,29 @@ def test_int8_logits_stay_close_to_the_float_models(mode, float_model, int8_mode
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_linear_and_later_convolution_weights_go_int8_and_layer_norms_stay_float(
+def test_linear_and_convolution_weights_go_int8_and_layer_norms_stay_float(
     mode, float_model, int8_models
 ):
+    """Static and QAT: Linear and the convolutions after the first, torch.ao per channel (float64
+    scales, int64 zero points). Dynamic: Linear the same, and every convolution weight-only
+    (symmetric: float32 scales, no zero points)."""
     rows = {row.name: row for row in quantize.layer_dtypes(int8_models[mode])}
     linears = [n for n, m in float_model.named_modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 4 * 6 + 2  # q, k, v, out, two feed-forward per layer; projection, head
     convolutions = ["wav2vec2.feature_extractor.conv_layers.1.conv", quantize.POSITIONAL_CONV]
-    int8 = linears + (convolutions if mode != "dynamic" else [])
-    for name in int8:
+    if mode == "dynamic":
+        convolutions.append(quantize.FIRST_CONV)
+    for name in linears + (convolutions if mode != "dynamic" else []):
         assert rows[name].weight_dtype == "qint8", (name, rows[name])
         assert rows[name].qparams_dtype == "float64/int64", (name, rows[name])  # per channel
+    if mode == "dynamic":
+        for name in convolutions:
+            assert rows[name].kind == "Int8WeightOnlyConv1d", (name, rows[name])
+            assert rows[name].weight_dtype == "int8", (name, rows[name])
+            assert rows[name].qparams_dtype == "float32/-", (name, rows[name])
+    int8 = linears + convolutions
     float_layers = [n for n in rows if n not in int8]
-    assert quantize.FIRST_CONV in float_layers
+    assert (quantize.FIRST_CONV in float_layers) == (mode != "dynamic")
     for name in float_layers:
         assert rows[name].weight_dtype == "float32" and rows[name].qparams_dtype == "-", name
     layer_norms = [n for n, m in float_model.named_modules() if isinstance(m, torch.nn.LayerNorm)]
@@ -81,6 +91,22 @@ def test_linear_and_later_convolution_weights_go_int8_and_layer_norms_stay_float
     assert set(quantize.quantized_layers(int8_models[mode])) == set(int8)
     report = quantize.layer_dtype_report(int8_models[mode])
     assert "qint8" in report and "float32" in report
+
+
+def test_a_weight_only_convolution_matches_its_float_convolution_within_int8_rounding():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(8, 12, kernel_size=5, stride=2, padding=2, groups=4)
+    int8 = quantize.Int8WeightOnlyConv1d(conv)
+    assert int8.weight_int8.dtype == torch.int8 and int8.weight_int8.abs().max() == 127
+    # each weight within half a quantization step of the float one
+    step = int8.weight_scale[:, None, None]
+    assert ((int8.dequantized_weight() - conv.weight).abs() <= step / 2 + 1e-7).all()
+    x = torch.randn(3, 8, 40)
+    with torch.no_grad():
+        expected = conv(x)
+        got = int8(x)
+    assert got.shape == expected.shape
+    assert (got - expected).norm() / expected.norm() < 0.01
 
 
 @pytest.mark.parametrize("mode", MODES)
