@@ -45,12 +45,14 @@ def cli_env(tmp_path):
 def tiny_speech_env(tmp_path_factory) -> dict:
     """``cli_env`` for a whole session, its cache holding a tiny synthesized speech corpus that
     ``--data.num_train_sentences=12 --data.num_val_sentences=4 --data.num_test_sentences=4``
-    selects (seconds to make; the default corpus takes minutes)."""
+    selects (seconds to make; the default corpus takes minutes), with one and with two training
+    readings per sentence (the speech configs ask for two)."""
     from datamodules.speech.tts_corpus import TtsCorpusConfig, generate_tts_corpus
 
     cache = tmp_path_factory.mktemp("speech-cache")
     corpus = {"num_train_sentences": 12, "num_val_sentences": 4, "num_test_sentences": 4}
-    generate_tts_corpus(TtsCorpusConfig(**corpus), cache)
+    for readings in (1, 2):
+        generate_tts_corpus(TtsCorpusConfig(**corpus, train_readings_per_sentence=readings), cache)
     return casebook_env(cache) | {"CASEBOOK_CACHE": str(cache)}
 
 

@@ -48,6 +48,24 @@ def test_student_copies_the_mapped_teacher_layers(teacher_dir, layer_map, num_la
     assert distiller.student.config.layerdrop == 0.0
 
 
+@pytest.mark.parametrize(("teacher_masks", "student_masks"), [(0.05, 0.0), (0.0, 0.05)])
+def test_students_build_from_teachers_with_or_without_specaugment(
+    teacher_dir, tmp_path, teacher_masks, student_masks
+):
+    """SpecAugment's mask vector exists only in a model that masks: a student that does not
+    mask builds from a teacher trained with masks, and the other way round."""
+    teacher = Wav2Vec2ForCTC.from_pretrained(teacher_dir, mask_time_prob=teacher_masks)
+    assert hasattr(teacher.wav2vec2, "masked_spec_embed") == (teacher_masks > 0)
+    teacher.save_pretrained(tmp_path / "teacher")
+    distiller = Wav2Vec2Distiller(teacher=str(tmp_path / "teacher"), mask_time_prob=student_masks)
+    for student_index, teacher_index in enumerate(distiller.layer_map):
+        assert_same_tensors(
+            distiller.student.wav2vec2.encoder.layers[student_index],
+            distiller.teacher.wav2vec2.encoder.layers[teacher_index],
+        )
+    assert hasattr(distiller.student.wav2vec2, "masked_spec_embed") == (student_masks > 0)
+
+
 def test_kl_is_zero_when_the_student_equals_the_teacher_and_positive_otherwise(teacher_dir, batch):
     whole = Wav2Vec2Distiller(teacher=str(teacher_dir), student_layer_map=[0, 1, 2, 3]).eval()
     half = Wav2Vec2Distiller(teacher=str(teacher_dir)).eval()
