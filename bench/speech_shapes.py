@@ -1,7 +1,7 @@
 """Are the speech targets bound by the model's shape or by this CPU? The same distillation and
 quantization, timed on two architectures: casebook's teacher and wav2vec2-base.
 
-    .venv/bin/python -m bench.speech_shapes              # 20 test utterances, ~6 min
+    .venv/bin/python -m bench.speech_shapes              # 20 test utterances, ~2.5 min
     .venv/bin/python -m bench.speech_shapes --quick      # 4 utterances, one repeat
 
 `bench.speech` measures the trained models. Its speed targets (student >= 1.8x faster than the

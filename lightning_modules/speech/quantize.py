@@ -47,8 +47,9 @@ Hugging Face model's forward, config and hidden states as they are. Where the ti
 student, one thread: Linear ~48%, convolutions ~26%, attention ~9%, GELU ~7%; one int8 Linear
 ran 1.4-1.85x faster than float (256x256 to 1024x256, 200 frames). Hence int8 Linear alone gives
 at most ~1.25x on the whole forward. `bench/speech.py` (150 test utterances, one thread) measured
-against the float student: dynamic 2.28x smaller and 1.20x faster, static 3.27x and 1.20x, QAT
-3.27x and 1.26x; WER -0.3, +0.6 and +0.1 points (bench/README.md).
+against the float student: dynamic 3.74x smaller and 1.15x faster, static 3.27x and 1.27x, QAT
+3.27x and 1.27x; WER +0.5, +1.2 and +1.5 points (bench/README.md). `bench/speech_shapes.py`
+times the same modes on wav2vec2-base's shape: int8 Linear there runs 2.15x faster than float.
 
 Saved form (`save_quantized`, `load_quantized`): the float config and the processor
 (`save_pretrained`), the int8 state dict (`quantized_state_dict.pt`, loads with
