@@ -1,7 +1,7 @@
 """Per task: training throughput on 1 and 2 CPU processes (Lightning DDP), and what Lightning's
 loop costs against a plain PyTorch loop doing the same work.
 
-    .venv/bin/python -m bench.scaling                  # about 8.5 minutes on 2 busy cores
+    .venv/bin/python -m bench.scaling                  # about 7.5 minutes on 2 quiet cores
     .venv/bin/python -m bench.scaling --quick          # 2-2.5 minutes: 1-3 steps, one round
     .venv/bin/python -m bench.scaling --tasks ppo_trader clip_pretrainer
 
@@ -115,8 +115,7 @@ SAMPLE = {
 }
 # (warm-up steps W, timed steps N) per task. A ppo_trader iteration or a step_aligner batch took
 # ~2.5 s on 2 busy cores, a speech step ~0.25 s and a clip_pretrainer step ~0.5 s (twice to three
-# times that per rank under DDP there): the default run should take about 8.5 minutes, --quick
-# took 2-2.5.
+# times that per rank under DDP there): the default run took 7.2-7.7 minutes, --quick 2-2.5.
 STEPS = {
     "ppo_trader": (1, 4),
     "speech_teacher": (2, 12),
