@@ -266,7 +266,8 @@ def run_fits(commands: list[list[str]]) -> None:
     quiet()
     for index, arguments in enumerate(commands):
         casebook(arguments)
-        print(f"finished: {index}", flush=True)
+        sys.stdout.write(f"finished: {index}\n")  # one write: both ranks share this stdout
+        sys.stdout.flush()
 
 
 def read_timers(root: Path, world_size: int) -> list[dict]:

@@ -11,6 +11,7 @@ collective), but cannot pass the first collective of the next fit until rank 0 g
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,8 @@ def ddp_root(tiny_speech_env, tmp_path_factory) -> Path:
 def probes(root: Path, task: str) -> list[dict]:
     """What each rank recorded (run_probe.RunProbe), rank 0 first; fails unless the task's
     command finished on both ranks."""
-    finished = (root / "stdout.txt").read_text().count(f"finished: {TASKS.index(task)}\n")
+    stdout = (root / "stdout.txt").read_text()
+    finished = len(re.findall(rf"finished: {TASKS.index(task)}(?!\d)", stdout))
     if finished != 2:
         stderr = (root / "stderr.txt").read_text()
         pytest.fail(f"{task} finished on {finished} of 2 ranks:\n{stderr[-3000:]}")

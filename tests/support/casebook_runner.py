@@ -44,4 +44,7 @@ if __name__ == "__main__":
 
     for index, arguments in enumerate(json.loads(sys.argv[1])):
         main(arguments)
-        print(f"finished: {index}", flush=True)
+        # one write: both DDP ranks share this stdout, and print() writes the text and the
+        # newline separately, which another rank's line can split
+        sys.stdout.write(f"finished: {index}\n")
+        sys.stdout.flush()
