@@ -77,21 +77,21 @@ def tiny_speech_teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def fit(tmp_path):
-    """``fit(model, datamodule, callbacks=(), **trainer_options)``: one quiet CPU epoch (unless
-    the options say otherwise) without logger, checkpoints or validation, under tmp_path."""
+    """``fit(model, datamodule, callbacks=(), **trainer_options)``: one quiet CPU epoch without
+    logger, checkpoints or validation, under tmp_path; any Trainer option overrides these."""
 
     def run(model, datamodule, callbacks=(), **trainer_options) -> L.Trainer:
-        trainer = L.Trainer(
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            callbacks=list(callbacks),
-            default_root_dir=tmp_path,
-            **{"max_epochs": 1, **trainer_options},
-        )
+        defaults = {
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+            "limit_val_batches": 0,
+            "max_epochs": 1,
+            "default_root_dir": tmp_path,
+        }
+        trainer = L.Trainer(callbacks=list(callbacks), **(defaults | trainer_options))
         trainer.fit(model, datamodule)
         return trainer
 

@@ -93,23 +93,14 @@ class RecordEncoderMode(L.Callback):
         self.modes.append((encoders, module.head.training))
 
 
-def test_frozen_encoders_stay_fixed_and_in_eval_mode_through_fit(align_data, aligner, tmp_path):
+def test_frozen_encoders_stay_fixed_and_in_eval_mode_through_fit(align_data, aligner, fit):
     """Through Lightning's own loop, validation included: frozen encoders in eval mode on every
     step (no dropout, batch-norm statistics untouched), the head in train mode."""
     module = aligner("similarity", freeze_encoders=True)
     before = {k: v.clone() for k, v in module.encoders.state_dict().items()}
     recorder = RecordEncoderMode()
-    trainer = L.Trainer(
-        max_steps=3,
-        limit_val_batches=1,  # one training batch per epoch: validation between the steps
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[recorder],
-    )
-    trainer.fit(module, datamodule=align_data)
+    # one training batch per epoch: validation between the steps
+    fit(module, align_data, [recorder], max_epochs=3, limit_val_batches=1)
     assert recorder.modes == [(False, True)] * 3
     for key, value in module.encoders.state_dict().items():
         assert torch.equal(value, before[key]), key
