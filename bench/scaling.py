@@ -393,8 +393,9 @@ class ClippedOptimizer:
 
 
 def plain_ppo(model, datamodule, steps: int) -> dict:
-    from lightning_modules.common import lr_multiplier
     from lightning_modules.trading.ppo_trader import compute_gae, explained_variance
+
+    from lightning_modules.common import lr_multiplier
 
     hp = model.hparams
     if hp.target_kl is not None:

@@ -4,7 +4,7 @@ Every job is the same ``casebook fit`` / ``casebook test`` a user would type, in
 the tables are read back from ``test_metrics.json`` and printed as they are, good or bad.
 
     python -m casebook.demo            # every task that is built
-    python -m casebook.demo trading    # one task
+    python -m casebook.demo trading    # one job (trading, planted, speech, video)
 """
 
 from __future__ import annotations
@@ -47,40 +47,58 @@ SPEECH_STUDENT_ARGS = [
     f"--model.teacher={TEACHER_ROOT}/hf",
     f"--trainer.default_root_dir={STUDENT_ROOT}",
 ]
+TRADING_ROWS = {
+    "PPO agent": "",
+    "buy and hold": "buy_and_hold_",
+    "rule picked on validation": "rule_",
+    "best rule on the test split (hindsight)": "rule_best_",
+    "supervised (ridge, sign)": "supervised_",
+    "random policy (mean of 32)": "random_",
+}
+TRADING_COLUMNS = {
+    "Sharpe": "sharpe",
+    "95% low": "sharpe_ci_low",
+    "95% high": "sharpe_ci_high",
+    "total return": "total_return",
+    "max drawdown": "max_drawdown",
+    "turnover/day": "turnover",
+    "hit rate": "hit_rate",
+}
+TRADING_NOTE = (
+    "Costs of 5 bp per unit of position change are included; the checkpoint is the best "
+    "validation Sharpe; the interval is a block bootstrap of the agent's test days. "
+    "Rules follow (or mirror) the sign of yesterday's or the last month's return."
+)
+PLANTED_ROOT = "runs/demo/ppo_trader_planted"
+PLANTED = ["--data.source=synthetic", "--data.signal=momentum", "--data.synthetic.strength=0.2"]
+
+
+def trading_steps(root: str, *data: str) -> list[list[str]]:
+    common = ["--config", "configs/ppo_trader.yaml", *data, f"--trainer.default_root_dir={root}"]
+    return [["fit", *common], ["test", *common, "--ckpt_path=best"]]
+
+
 JOBS = [
     DemoJob(
         name="trading",
         description="PPO trading agent, S&P 500 daily bars 1999-2018 (arch); test split 2016-2018",
-        steps=[
-            [
-                "fit",
-                "--config",
-                "configs/ppo_trader.yaml",
-                f"--trainer.default_root_dir={TRADING_ROOT}",
-            ],
-            [
-                "test",
-                "--config",
-                "configs/ppo_trader.yaml",
-                f"--trainer.default_root_dir={TRADING_ROOT}",
-                "--ckpt_path=best",
-            ],
-        ],
+        steps=trading_steps(TRADING_ROOT),
         root=TRADING_ROOT,
-        rows={
-            "PPO agent": "",
-            "buy and hold": "buy_and_hold_",
-            "random policy (mean of 32)": "random_",
-        },
-        columns={
-            "Sharpe": "sharpe",
-            "total return": "total_return",
-            "annual return": "annual_return",
-            "max drawdown": "max_drawdown",
-            "turnover/day": "turnover",
-            "hit rate": "hit_rate",
-        },
-        note="Costs of 5 bp per unit of position change are included; the checkpoint is the best validation Sharpe.",
+        rows=TRADING_ROWS,
+        columns=TRADING_COLUMNS,
+        note=TRADING_NOTE,
+    ),
+    DemoJob(
+        name="planted",
+        description=(
+            "PPO trading agent on a planted-edge market (momentum: AR(1) 0.2 on daily returns, "
+            "zero drift, 20 years), the edge it should find"
+        ),
+        steps=trading_steps(PLANTED_ROOT, *PLANTED),
+        root=PLANTED_ROOT,
+        rows=TRADING_ROWS,
+        columns=TRADING_COLUMNS,
+        note=TRADING_NOTE + " `--data.signal none` plants nothing: the agent must claim no edge.",
     ),
     DemoJob(
         name="speech",

@@ -1,39 +1,46 @@
 """MarketDataModule: daily OHLCV bars -> causal features -> splits -> trading environments.
 
-    casebook fit --config configs/trading.yaml --data.source '[sp500, nasdaq]'
+    casebook fit --config configs/ppo_trader.yaml --data.source '[sp500, nasdaq]'
+    casebook fit --config configs/ppo_trader.yaml --data.source synthetic --data.signal reversal
 
 The training "data" is an environment, not a dataset: `train_env` (a `BatchedTradingEnv`) is built
 in `setup("fit")` and the LightningModule collects its rollouts from it; `train_dataloader` only
 paces the loop with `iterations_per_epoch` dummy items (one rollout + update each).
 `val_dataloader`/`test_dataloader` yield one dummy item: the module backtests the whole split,
-from `backtest_data(split)` and `simulate`, in one step.
+from `backtest_data(split)` and `simulate`, in one step. A trading LightningModule receives all
+of this as one typed `TradingData` (`trading_data()`), in its `setup`.
 
 Several sources (e.g. [sp500, nasdaq]) form a pooled universe: every environment episode trades
 one asset, drawn uniformly over all (asset, start day) pairs of the split; normalization
 statistics are shared and fitted on the training decision days of all assets; backtests run
-per asset.
+per asset. Series observed but not traded (`context_path`, a lead-lag market's leader) add
+channels to each traded asset's observation, aligned by date (the last bar at or before it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.errors import DataError
+from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.resume import ResumableDataLoader, gather_from_ranks
 from datamodules.trading.env import (
-    ACTION_MODES,
-    EXECUTIONS,
-    REWARDS,
+    ActionMode,
     BacktestAsset,
     BatchedTradingEnv,
+    Execution,
     MarketTable,
+    Reward,
     gather_market,
     num_actions_for,
 )
@@ -45,15 +52,13 @@ from datamodules.trading.features import (
 )
 from datamodules.trading.sources import (
     ARCH_SOURCES,
-    SOURCES,
     PriceBars,
     load_arch,
     read_price_csv,
-    synthetic_bars,
 )
 from datamodules.trading.splits import (
-    SPLIT_MODES,
     SPLITS,
+    Splits,
     date_labels,
     decision_days,
     episode_starts,
@@ -62,6 +67,29 @@ from datamodules.trading.splits import (
     runs,
     walk_forward_labels,
 )
+from datamodules.trading.synthetic import Signal, SyntheticMarket, synthetic_universe
+
+Source = Literal["sp500", "nasdaq", "csv", "synthetic"]
+SOURCES: tuple[str, ...] = get_args(Source)
+TREND_DAYS = 21  # the trend rule's look-back: the sign of the last month's return
+CANARY_WARNING = (
+    "LEAKAGE CANARY ON: --data.leak_future_return appends TOMORROW's return to every "
+    "observation. Any Sharpe this run reports is fake; it only proves the learning machinery."
+)
+
+
+@dataclass
+class TradingData:
+    """What a trading LightningModule needs from its data, handed over once in its `setup`."""
+
+    train_env: BatchedTradingEnv | None  # None outside fit
+    backtest: Callable[[str], list[BacktestAsset]]  # split -> one backtest per asset (run)
+    cost_bps: float
+    execution: Execution
+    action_mode: ActionMode
+    real_data: bool  # sp500/nasdaq/csv: results mean something about a real market
+    leak_future_return: bool  # the leakage canary is on
+    return_std: float  # std of the training split's next-day returns: the natural reward unit
 
 
 class _Paces(IterableDataset):
@@ -78,100 +106,91 @@ class _Paces(IterableDataset):
         return iter(torch.arange(self.length))
 
 
+def align_to(dates: pd.DatetimeIndex, other: PriceBars, rows: np.ndarray) -> np.ndarray:
+    """`rows` (one per day of `other`) re-indexed to `dates`: each date takes the row of the last
+    day of `other` at or before it (causal), NaN before `other` starts."""
+    position = np.searchsorted(other.dates.values, dates.values, side="right") - 1
+    out = np.full((len(dates), *rows.shape[1:]), np.nan)
+    known = position >= 0
+    out[known] = rows[position[known]]
+    return out
+
+
 class MarketDataModule(L.LightningDataModule):
     """Daily market data as trading environments (train) and per-asset backtests (valid/test).
 
     Observation: [channels, window, features] where channels are the bar `timeframes` (1-, 5-
-    and 21-day bars ending on each day) and features are open/high/low/close log returns against
-    the close before the bar, a volume z-score and realized volatility (features.py), each
-    normalized with training statistics and clipped to +-`observation_clip`; plus the position.
+    and 21-day bars ending on each day), for the traded asset and then for each series observed
+    alongside it, and features are open/high/low/close log returns against the close before the
+    bar, a volume z-score and realized volatility (features.py), each normalized with training
+    statistics and clipped to +-`observation_clip`; plus the position.
 
     Args:
-        source: "sp500" | "nasdaq" (arch's daily OHLCV 1999-2018) | "csv" | "synthetic", or a
-            list of them for a pooled multi-asset universe, e.g. [sp500, nasdaq].
-        path: CSV file(s) for source "csv": columns date, open, high, low, close, volume, any
-            case and order; one asset per file.
+        source: sp500 | nasdaq (arch's daily OHLCV 1999-2018) | csv | synthetic (the
+            planted-edge family, synthetic.py), or a list of them for a pooled universe.
+        path: CSV file(s) for source csv: columns date, open, high, low, close, volume, any
+            case and order; one traded asset per file.
+        context_path: CSV file(s) of series observed alongside every traded asset but not
+            traded (e.g. a leading index); their bars join each observation by date.
+        signal: synthetic only: the planted edge: momentum, reversal, lead_lag, regime, none.
+        synthetic: synthetic only: strength, noise, length, assets... of the generated market.
+        splits: how days are split into train/valid/test (fractions of the calendar by default).
         window: Trading days per observation (rows of each square).
         timeframes: Bar lengths in days, one observation channel each.
         volume_lookback: Days of log volume the volume z-score is measured against.
         volatility_bars: Realized volatility of channel k spans volatility_bars * k days.
-        split_mode: "date" | "walk_forward" | "regime" (see splits.py; "regime" leaks, read why).
-        train_end: Last day of the training split (split_mode "date").
-        valid_end: Last day of the validation split; the test split is everything after.
-        embargo_days: Days at the start of each split whose observations would reach into the
-            previous split; None = the observation span (window - 1 + feature lookback), the
-            minimum allowed.
-        folds: Number of walk-forward folds (split_mode "walk_forward").
-        fold: Which walk-forward fold, 0-based: trains on chunks 0..fold, validates on fold+1.
-        regime_block_days: Block length of the regime-stratified split, in trading days.
-        valid_fraction: Share of blocks per regime that go to valid (split_mode "regime").
         episode_length: Decision days per environment episode.
         num_envs: Parallel environments in `train_env`.
-        action_mode: "discrete" (short/flat/long), "long_only" (flat/long) or "continuous".
+        action_mode: discrete (short/flat/long), long_only (flat/long) or continuous.
         cost_bps: Transaction cost per unit of position change, in basis points.
-        reward: "log_return" (net log P&L) or "differential_sharpe" (Moody & Saffell 1998).
-        execution: "next_open" (fill at the next open) or "close" (fill at today's close).
+        reward: log_return (net log P&L) or differential_sharpe (Moody & Saffell 1998).
+        execution: next_open (fill at the next open) or close (fill at today's close).
         dsr_eta: Adaptation rate of the differential Sharpe ratio's moving moments.
         observation_clip: Normalized features are clipped to +-this.
         iterations_per_epoch: Rollout+update iterations per training epoch.
         seed: Seed of the environments (each DDP rank adds its rank) and synthetic data.
-        signal_strength: Synthetic: correlation of tomorrow's intraday return with today's
-            (planted, tradable at the next open); 0 = no signal.
-        synthetic_days: Synthetic: trading days per asset, from 1999-01-04.
-        synthetic_assets: Synthetic: number of independent assets.
-        synthetic_volatility: Synthetic: daily volatility of the calm regime.
-        regime_switch_probability: Synthetic: daily probability of leaving the calm regime.
+        leak_future_return: LEAKAGE CANARY: append tomorrow's return to every observation. An
+            agent must then reach an enormous Sharpe quickly, which proves the learning
+            machinery works; warned loudly, and `casebook test` refuses it on real data.
     """
 
     def __init__(
         self,
-        source: str | list[str] = "sp500",
+        source: Source | list[Source] = "sp500",
         path: str | list[str] | None = None,
+        context_path: str | list[str] | None = None,
+        signal: Signal = "momentum",
+        synthetic: SyntheticMarket = SyntheticMarket(),
+        splits: Splits = Splits(),
         window: int = 32,
         timeframes: tuple[int, ...] = (1, 5, 21),
         volume_lookback: int = 63,
         volatility_bars: int = 4,
-        split_mode: str = "date",
-        train_end: str = "2012-12-31",
-        valid_end: str = "2015-12-31",
-        embargo_days: int | None = None,
-        folds: int = 4,
-        fold: int = 0,
-        regime_block_days: int = 252,
-        valid_fraction: float = 0.2,
         episode_length: int = 256,
         num_envs: int = 64,
-        action_mode: str = "discrete",
+        action_mode: ActionMode = "discrete",
         cost_bps: float = 5.0,
-        reward: str = "log_return",
-        execution: str = "next_open",
+        reward: Reward = "log_return",
+        execution: Execution = "next_open",
         dsr_eta: float = 0.01,
         observation_clip: float = 10.0,
         iterations_per_epoch: int = 20,
         seed: int = 0,
-        signal_strength: float = 0.1,
-        synthetic_days: int = 5031,
-        synthetic_assets: int = 1,
-        synthetic_volatility: float = 0.01,
-        regime_switch_probability: float = 0.02,
+        leak_future_return: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
+        splits = from_plain(splits, Splits)
+        synthetic = from_plain(synthetic, SyntheticMarket)
         self.sources = [source] if isinstance(source, str) else list(source)
-        self.paths = [] if path is None else [path] if isinstance(path, str) else list(path)
+        self.paths = _as_list(path)
+        self.context_paths = _as_list(context_path)
         for name in self.sources:
             if name not in SOURCES:
                 raise ValueError(f"unknown source {name!r}; expected one of {SOURCES}")
         if "csv" in self.sources and not self.paths:
             raise ValueError("source 'csv' needs --data.path (one file or a list)")
-        if split_mode not in SPLIT_MODES:
-            raise ValueError(f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
-        if reward not in REWARDS:
-            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-        if execution not in EXECUTIONS:
-            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-        if action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
         if window < 1 or episode_length < 1 or num_envs < 1 or min(timeframes) < 1:
             raise ValueError("window, episode_length, num_envs and timeframes must be positive")
         self.window = window
@@ -181,27 +200,24 @@ class MarketDataModule(L.LightningDataModule):
         self.feature_lookback = feature_lookback(self.timeframes, volume_lookback, volatility_bars)
         # Days before decision day t that its observation reads.
         self.observation_span = window - 1 + self.feature_lookback
+        embargo_days = splits.embargo_days
         if embargo_days is None:
             embargo_days = self.observation_span
         if embargo_days < self.observation_span:
             raise ValueError(
-                f"embargo_days={embargo_days} is shorter than the observation span of "
+                f"splits.embargo_days={embargo_days} is shorter than the observation span of "
                 f"{self.observation_span} days (window {window} - 1 + feature lookback "
                 f"{self.feature_lookback}): observations would straddle two splits"
             )
-        if split_mode == "regime" and regime_block_days <= embargo_days + 1:
+        if splits.mode == "regime" and splits.regime_block_days <= embargo_days + 1:
             raise ValueError(
-                f"regime_block_days={regime_block_days} leaves no decision day after the "
-                f"embargo of {embargo_days} days; use more than {embargo_days + 1}"
+                f"splits.regime_block_days={splits.regime_block_days} leaves no decision day "
+                f"after the embargo of {embargo_days} days; use more than {embargo_days + 1}"
             )
         self.embargo_days = embargo_days
-        self.split_mode = split_mode
-        self.train_end = pd.Timestamp(train_end)
-        self.valid_end = pd.Timestamp(valid_end)
-        if split_mode == "date" and self.train_end >= self.valid_end:
-            raise ValueError(f"train_end {train_end} must come before valid_end {valid_end}")
-        self.folds, self.fold = folds, fold
-        self.regime_block_days, self.valid_fraction = regime_block_days, valid_fraction
+        self.splits = splits
+        self.signal = signal
+        self.synthetic = synthetic
         self.episode_length = episode_length
         self.num_envs = num_envs
         self.action_mode = action_mode
@@ -213,60 +229,99 @@ class MarketDataModule(L.LightningDataModule):
         self.observation_clip = observation_clip
         self.iterations_per_epoch = iterations_per_epoch
         self.seed = seed
-        self.synthetic = dict(
-            days=synthetic_days,
-            signal_strength=signal_strength,
-            volatility=synthetic_volatility,
-            regime_switch_probability=regime_switch_probability,
+        self.leak_future_return = leak_future_return
+        # Series observed alongside each traded asset: the CSV context, or a lead-lag leader.
+        self.num_context = len(self.context_paths) + (
+            1 if "synthetic" in self.sources and signal == "lead_lag" else 0
         )
-        self.synthetic_assets = synthetic_assets
+        if self.num_context and len(set(self.sources)) > 1 and "synthetic" in self.sources:
+            raise ValueError("a lead_lag synthetic market cannot be pooled with other sources")
         self.observation_shape: tuple[int, int, int] = (
-            len(self.timeframes),
+            len(self.timeframes) * (1 + self.num_context),
             window,
-            len(FEATURE_NAMES),
+            len(FEATURE_NAMES) + (1 if leak_future_return else 0),
         )
-        self.feature_names = FEATURE_NAMES
+        self.feature_names = FEATURE_NAMES + (("future_return",) if leak_future_return else ())
         self.bars: list[PriceBars] | None = None
         self.table: MarketTable | None = None
         self.train_env: BatchedTradingEnv | None = None
         self._pending_env_state: dict | None = None
+        if leak_future_return:
+            rank_zero_warn(CANARY_WARNING)
+
+    @property
+    def real_data(self) -> bool:
+        """Any source other than the synthetic family: a real market's (or a user's) bars."""
+        return any(name != "synthetic" for name in self.sources)
 
     # ----------------------------------------------------------------------------- data
     def load_bars(self) -> list[PriceBars]:
-        """Every asset of every source, with unique names."""
+        """Every traded asset of every source, with unique names and its context series."""
         bars: list[PriceBars] = []
+        context = tuple(read_price_csv(p) for p in self.context_paths)
         for name in self.sources:
             if name in ARCH_SOURCES:
                 bars.append(load_arch(name))
             elif name == "csv":
                 bars.extend(read_price_csv(p) for p in self.paths)
             else:
-                for i in range(self.synthetic_assets):
-                    label = "synthetic" if self.synthetic_assets == 1 else f"synthetic{i}"
-                    bars.append(synthetic_bars(label, seed=self.seed * 1009 + i, **self.synthetic))
+                bars.extend(synthetic_universe(self.signal, self.synthetic, self.seed))
         seen: dict[str, int] = {}
         unique = []
         for b in bars:
             seen[b.name] = seen.get(b.name, 0) + 1
             name = b.name if seen[b.name] == 1 else f"{b.name}_{seen[b.name]}"
-            unique.append(dataclasses.replace(b, name=name))
+            unique.append(dataclasses.replace(b, name=name, context=b.context + context))
         return unique
 
     def split_labels(self, bars: list[PriceBars]) -> list[np.ndarray]:
         """TRAIN/VALID/TEST/UNUSED label of every day of every asset (see splits.py)."""
-        if self.split_mode == "date":
-            return [date_labels(b.dates, self.train_end, self.valid_end) for b in bars]
+        splits = self.splits
         calendar = pd.DatetimeIndex(np.unique(np.concatenate([b.dates.values for b in bars])))
-        if self.split_mode == "walk_forward":
+        self.train_end, self.valid_end = splits.boundaries(calendar)
+        if splits.mode == "date":
+            return [date_labels(b.dates, self.train_end, self.valid_end) for b in bars]
+        if splits.mode == "walk_forward":
             return [
-                walk_forward_labels(b.dates, calendar, self.valid_end, self.folds, self.fold)
+                walk_forward_labels(b.dates, calendar, self.valid_end, splits.folds, splits.fold)
                 for b in bars
             ]
         closes = [pd.Series(b.close, index=b.dates) for b in bars]
         blocks = regime_blocks(
-            calendar, closes, self.valid_end, self.regime_block_days, self.valid_fraction
+            calendar,
+            closes,
+            self.valid_end,
+            splits.regime_block_days,
+            splits.regime_valid_share,
         )
         return [regime_labels(b.dates, blocks, self.valid_end) for b in bars]
+
+    def asset_features(self, bars: PriceBars) -> np.ndarray:
+        """Raw features (days, channels, features) of a traded asset: its own timeframes, then
+        each context series' aligned by date, then (canary only) tomorrow's return."""
+        args = (self.timeframes, self.volume_lookback, self.volatility_bars)
+        parts = [compute_features(bars, *args)]
+        for other in bars.context:
+            parts.append(align_to(bars.dates, other, compute_features(other, *args)))
+        features = np.concatenate(parts, axis=1)
+        if self.leak_future_return:
+            future = np.zeros(len(bars))
+            future[:-1] = np.log(bars.close[1:] / bars.close[:-1])
+            column = np.broadcast_to(future[:, None, None], (*features.shape[:2], 1))
+            features = np.concatenate([features, column], axis=2)
+        return features
+
+    def asset_predictors(self, bars: PriceBars) -> dict[str, np.ndarray]:
+        """Raw causal predictors of each day, known at its close (the rule baselines' inputs)."""
+        log_close = np.log(bars.close)
+        out = {
+            "return_1d": _change(log_close, 1),
+            f"return_{TREND_DAYS}d": _change(log_close, TREND_DAYS),
+        }
+        for k, other in enumerate(bars.context):
+            name = "leader" if len(bars.context) == 1 else f"context{k}"
+            out[f"{name}_return_1d"] = align_to(bars.dates, other, _change(np.log(other.close), 1))
+        return out
 
     def prepare_table(self) -> None:
         """Load, featurize, split and normalize; idempotent."""
@@ -280,11 +335,14 @@ class MarketDataModule(L.LightningDataModule):
                     f"{self.observation_span + 2} one decision needs (observation span "
                     f"{self.observation_span} days + the fill day)"
                 )
+            for other in b.context:
+                if other.dates[0] > b.dates[self.observation_span]:
+                    raise DataError(
+                        f"{other.origin or other.name}: starts {other.dates[0].date()}, after "
+                        f"{b.name}'s first decision day; context series must cover the traded ones"
+                    )
         labels = self.split_labels(bars)
-        raw = [
-            compute_features(b, self.timeframes, self.volume_lookback, self.volatility_bars)
-            for b in bars
-        ]
+        raw = [self.asset_features(b) for b in bars]
         self._days = {
             split: [
                 decision_days(lab, code, self.observation_span, self.embargo_days) for lab in labels
@@ -295,8 +353,13 @@ class MarketDataModule(L.LightningDataModule):
         if len(train_rows) == 0:
             raise DataError(
                 f"{', '.join(b.name for b in bars)}: no training decision days "
-                f"(split_mode {self.split_mode}, train_end {self.train_end.date()}; "
+                f"(split mode {self.splits.mode}, train_end {self.train_end.date()}; "
                 f"each split needs more than {self.observation_span + 1} trading days)"
+            )
+        if np.isnan(train_rows).any():
+            raise DataError(
+                f"{', '.join(b.name for b in bars)}: a context series has no bar before some "
+                "training decision day; give context series that start earlier"
             )
         mean, std = fit_normalization(train_rows)
         self.feature_mean = torch.as_tensor(mean, dtype=torch.float32)  # (channels, features)
@@ -310,10 +373,18 @@ class MarketDataModule(L.LightningDataModule):
             g[1:] = np.log(b.open[1:] / b.close[:-1])
             gap.append(g)
             intraday.append(np.log(b.close / b.open))
+        predictors = [self.asset_predictors(b) for b in bars]
+        self.predictor_names = list(predictors[0])
+        if any(list(p) != self.predictor_names for p in predictors):
+            raise DataError("every traded asset needs the same context series")
         self._offsets = np.cumsum([0] + [len(b) for b in bars])[:-1]
         self.bars = bars
         self.labels = labels
         self._backtest_cache: dict[str, list[BacktestAsset]] = {}
+        self._predictors = torch.as_tensor(
+            np.concatenate([np.stack(list(p.values()), axis=1) for p in predictors]),
+            dtype=torch.float32,
+        )  # (rows, predictors)
         self.table = MarketTable(
             features=torch.as_tensor(np.concatenate(features), dtype=torch.float32),
             gap=torch.as_tensor(np.concatenate(gap), dtype=torch.float32),
@@ -326,6 +397,7 @@ class MarketDataModule(L.LightningDataModule):
         next_rows = self.decision_rows("train") + 1
         daily = self.table.gap[next_rows] + self.table.intraday[next_rows]
         self.dsr_initial_variance = float(daily.double().pow(2).mean())
+        self.return_std = float(daily.double().std())
 
     def decision_rows(self, split: str) -> torch.Tensor:
         """Table rows of all decision days of `split`, all assets."""
@@ -388,6 +460,20 @@ class MarketDataModule(L.LightningDataModule):
             seed=self.seed if seed is None else seed,
         )
 
+    def trading_data(self) -> TradingData:
+        """Everything a trading LightningModule reads from its data, in one typed object."""
+        self.prepare_table()
+        return TradingData(
+            train_env=self.train_env,
+            backtest=self.backtest_data,
+            cost_bps=self.cost_bps,
+            execution=self.execution,
+            action_mode=self.action_mode,
+            real_data=self.real_data,
+            leak_future_return=self.leak_future_return,
+            return_std=self.return_std,
+        )
+
     def make_gym_env(self, split: str = "train", seed: int | None = None):
         """A one-episode Gymnasium view (`TradingGymEnv`) of `split`."""
         from datamodules.trading.gym_env import TradingGymEnv
@@ -397,7 +483,7 @@ class MarketDataModule(L.LightningDataModule):
     def _describe_empty(self, split: str) -> str:
         return (
             f"{', '.join(self.table.asset_names)}: split {split!r} has no decision days "
-            f"({self.split_mode} split, train_end {self.train_end.date()}, valid_end "
+            f"({self.splits.mode} split, train_end {self.train_end.date()}, valid_end "
             f"{self.valid_end.date()}, embargo {self.embargo_days} days)"
         )
 
@@ -425,6 +511,10 @@ class MarketDataModule(L.LightningDataModule):
                         next_gap=self.table.gap[rows + 1],
                         next_intraday=self.table.intraday[rows + 1],
                         close=torch.as_tensor(b.close[run], dtype=torch.float32),
+                        predictors={
+                            name: self._predictors[rows, k]
+                            for k, name in enumerate(self.predictor_names)
+                        },
                     )
                 )
         if not out:
@@ -498,3 +588,14 @@ class MarketDataModule(L.LightningDataModule):
             saved.set_state(states[0]["generator"])
             self.train_env.seed(int(torch.randint(2**62, (1,), generator=saved)) + rank)
             self.train_env.reset()
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def _change(log_values: np.ndarray, days: int) -> np.ndarray:
+    """log_values[t] - log_values[t - days], NaN for the first `days` days."""
+    out = np.full(len(log_values), np.nan)
+    out[days:] = log_values[days:] - log_values[:-days]
+    return out

@@ -19,16 +19,20 @@ execution="close" fills at the close of t instead: position * log(close[t+1] / c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-ACTION_MODES = ("discrete", "long_only", "continuous")
-REWARDS = ("log_return", "differential_sharpe")
-EXECUTIONS = ("next_open", "close")
+ActionMode = Literal["discrete", "long_only", "continuous"]
+Reward = Literal["log_return", "differential_sharpe"]
+Execution = Literal["next_open", "close"]
+ACTION_MODES: tuple[str, ...] = get_args(ActionMode)
+REWARDS: tuple[str, ...] = get_args(Reward)
+EXECUTIONS: tuple[str, ...] = get_args(Execution)
 
 
 def num_actions_for(action_mode: str) -> int:
@@ -131,6 +135,14 @@ class BacktestAsset:
     next_gap: Tensor  # (days,) log(open[t+1] / close[t])
     next_intraday: Tensor  # (days,) log(close[t+1] / open[t+1])
     close: Tensor  # (days,) close of the decision day, for equity curves
+    # Raw causal predictors known at each decision day's close, for the rule baselines:
+    # "return_1d", "return_21d", and "<context>_return_1d" for each series observed alongside.
+    predictors: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def next_return(self) -> Tensor:
+        """(days,) the close-to-close log return of the day after each decision day."""
+        return self.next_gap + self.next_intraday
 
     def __len__(self) -> int:
         return len(self.dates)
@@ -214,6 +226,11 @@ class BatchedTradingEnv:
         self.episode_lasts = episode_lasts.long().to(self.device)
         self.generator = torch.Generator()  # CPU on purpose: same draws on every device
         self.generator.manual_seed(seed)
+        # When every episode has the same length, they all start at reset and end together, so
+        # the host knows when one may end without asking the device (`may_end_episode`).
+        lengths = (self.episode_lasts - self.episode_firsts + 1).unique()
+        self.uniform_length = int(lengths[0]) if len(lengths) == 1 else None
+        self.host_steps = 0
         zeros = torch.zeros(num_envs, device=self.device)
         self.row = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # decision row
         self.last_row = torch.zeros_like(self.row)  # the episode's last decision row
@@ -230,6 +247,12 @@ class BatchedTradingEnv:
         _, channels, features = self.table.features.shape
         return channels, self.window, features
 
+    @property
+    def may_end_episode(self) -> bool:
+        """After a `step`: could an episode have ended with it? Exact when all episodes have
+        the same length, else always True. Read on the host, with no device synchronization."""
+        return self.uniform_length is None or self.host_steps % self.uniform_length == 0
+
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
@@ -245,6 +268,7 @@ class BatchedTradingEnv:
         return [self.table.asset_names[a] for a in self.table.asset[self.row.cpu().numpy()]]
 
     def reset(self) -> tuple[Tensor, Tensor]:
+        self.host_steps = 0
         self._restart(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         return self.observe()
 
@@ -268,6 +292,7 @@ class BatchedTradingEnv:
         self.position = position
         self.row = next_row
         self.steps = self.steps + 1
+        self.host_steps += 1
         self.episode_return = self.episode_return + reward
         self.episode_log_return = self.episode_log_return + log_return
         done = self.row > self.last_row
@@ -326,6 +351,7 @@ class BatchedTradingEnv:
         for name in self._STATE:
             setattr(self, name, state[name].to(self.device).clone())
         self.generator.set_state(state["generator"])
+        self.host_steps = int(state["steps"][0])  # all equal when episodes share one length
 
     def to(self, device: torch.device | str) -> BatchedTradingEnv:
         self.device = torch.device(device)

@@ -1,4 +1,5 @@
-"""Where daily OHLCV bars come from: the `arch` package, CSV files, or a seeded generator.
+"""Where daily OHLCV bars come from: the `arch` package, CSV files, or the planted-edge generator
+(synthetic.py).
 
 Every source returns `PriceBars` that passed the same checks (dates strictly increasing, prices
 positive, volume non-negative, high >= low), so nothing downstream re-validates. A bad CSV raises
@@ -36,6 +37,9 @@ class PriceBars:
     close: np.ndarray
     volume: np.ndarray
     origin: str = ""  # where the bars came from, for error messages: a CSV path, "arch sp500"
+    # Other series observed alongside (a lead-lag market's leader, --data.context_path): their
+    # features join this asset's observation, aligned by date; they are not traded.
+    context: tuple[PriceBars, ...] = ()
 
     def __len__(self) -> int:
         return len(self.dates)
@@ -196,58 +200,3 @@ def read_price_csv(path: str | Path) -> PriceBars:
         name=path.stem, dates=pd.DatetimeIndex(dates).as_unit("ns"), **numbers, origin=label
     )
     return check_bars(bars, label, first_row=first_row)
-
-
-def synthetic_bars(
-    name: str,
-    days: int,
-    seed: int,
-    signal_strength: float,
-    volatility: float = 0.01,
-    regime_switch_probability: float = 0.02,
-    start: str = "1999-01-04",
-) -> PriceBars:
-    """Seeded daily bars: regime-switching geometric Brownian motion with a planted signal.
-
-    Two regimes (calm: drift +3e-4/day, volatility `volatility`; turbulent: drift -3e-4/day, twice
-    the volatility) follow a Markov chain that leaves calm with `regime_switch_probability` per day
-    and turbulent three times as fast. Each day's log return splits into an overnight gap
-    (open vs previous close, unpredictable, 0.3x the volatility) and an intraday part (close vs
-    open) whose standardized shock z follows an AR(1): z[t+1] = s z[t] + sqrt(1 - s^2) e[t+1],
-    s = `signal_strength`. So the sign of today's intraday return predicts tomorrow's intraday
-    return with correlation s, which is exactly what an agent acting after today's close and
-    filling at tomorrow's open can trade. s = 0 leaves a plain regime-switching GBM.
-    Business-day dates start at `start`.
-    """
-    if not 0.0 <= signal_strength < 1.0:
-        raise ValueError(f"signal_strength must be in [0, 1), got {signal_strength}")
-    if days < 2:
-        raise ValueError(f"synthetic days must be at least 2, got {days}")
-    rng = np.random.default_rng(seed)
-    leave = np.array([regime_switch_probability, min(1.0, 3 * regime_switch_probability)])
-    switch_draws = rng.random(days)
-    regime = np.zeros(days, dtype=np.int64)
-    for t in range(1, days):
-        previous = regime[t - 1]
-        regime[t] = 1 - previous if switch_draws[t] < leave[previous] else previous
-    drift = np.array([3e-4, -3e-4])[regime]
-    sigma = np.array([1.0, 2.0])[regime] * volatility
-
-    shocks = rng.standard_normal(days)
-    z = np.empty(days)
-    z[0] = shocks[0]
-    keep = np.sqrt(1.0 - signal_strength**2)
-    for t in range(1, days):
-        z[t] = signal_strength * z[t - 1] + keep * shocks[t]
-    gap = 0.3 * sigma * rng.standard_normal(days)
-    intraday = drift - 0.5 * sigma**2 + sigma * z
-
-    log_close = np.log(100.0) + np.cumsum(gap + intraday)
-    close = np.exp(log_close)
-    open_ = np.exp(log_close - intraday)
-    wick_up, wick_down = np.abs(rng.standard_normal((2, days))) * 0.5 * sigma
-    high = np.maximum(open_, close) * np.exp(wick_up)
-    low = np.minimum(open_, close) * np.exp(-wick_down)
-    volume = 1e6 * np.exp(0.4 * regime + 0.25 * rng.standard_normal(days) + 20 * np.abs(intraday))
-    dates = pd.bdate_range(start, periods=days).as_unit("ns")
-    return PriceBars(name, dates, open_, high, low, close, volume, origin=f"synthetic seed {seed}")

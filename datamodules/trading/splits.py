@@ -24,6 +24,9 @@ Three ways to label days (`split_mode`):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 import numpy as np
 import pandas as pd
 
@@ -31,7 +34,71 @@ from datamodules.errors import DataError
 
 TRAIN, VALID, TEST, UNUSED = 0, 1, 2, -1
 SPLITS = {"train": TRAIN, "valid": VALID, "test": TEST}
-SPLIT_MODES = ("date", "walk_forward", "regime")
+SplitMode = Literal["date", "walk_forward", "regime"]
+SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """How days are split (`--data.splits.*`).
+
+    Args:
+        mode: date, walk_forward or regime (see splits.py; regime leaks hindsight, read why).
+        train_end: Last day of the training split (mode date); None: the day `train_share` of the
+            way through the calendar, so a CSV of any date range splits sensibly.
+        valid_end: Last day of the validation split; the test split is everything after. None:
+            the day `train_share + valid_share` of the way through the calendar.
+        train_share: Share of the calendar before train_end when train_end is None.
+        valid_share: Share of the calendar between train_end and valid_end when valid_end is None.
+        embargo_days: Days at the start of each split whose observations would reach into the
+            previous split; None = the observation span (window - 1 + feature lookback), the
+            minimum allowed.
+        folds: Walk-forward folds (mode walk_forward).
+        fold: Which walk-forward fold, 0-based: trains on chunks 0..fold, validates on fold+1.
+        regime_block_days: Block length of the regime-stratified split, in trading days.
+        regime_valid_share: Share of blocks per regime that go to valid (mode regime).
+    """
+
+    mode: SplitMode = "date"
+    train_end: str | None = None
+    valid_end: str | None = None
+    train_share: float = 0.7
+    valid_share: float = 0.15
+    embargo_days: int | None = None
+    folds: int = 4
+    fold: int = 0
+    regime_block_days: int = 252
+    regime_valid_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.mode not in SPLIT_MODES:
+            raise ValueError(f"splits.mode must be one of {SPLIT_MODES}, got {self.mode!r}")
+        if not (
+            self.train_share > 0
+            and self.valid_share > 0
+            and self.train_share + self.valid_share < 1
+        ):
+            raise ValueError(
+                "splits.train_share and valid_share must be positive with a sum below 1"
+            )
+
+    def boundaries(self, calendar: pd.DatetimeIndex) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """(train_end, valid_end) on this calendar: the given dates, or the shares of it."""
+
+        def at(share: float) -> pd.Timestamp:
+            return calendar[max(0, min(len(calendar) - 1, round(share * len(calendar)) - 1))]
+
+        train_end = pd.Timestamp(self.train_end) if self.train_end else at(self.train_share)
+        valid_end = (
+            pd.Timestamp(self.valid_end)
+            if self.valid_end
+            else at(self.train_share + self.valid_share)
+        )
+        if self.mode == "date" and train_end >= valid_end:
+            raise DataError(
+                f"splits: train_end {train_end.date()} must come before valid_end {valid_end.date()}"
+            )
+        return train_end, valid_end
 
 
 def date_labels(

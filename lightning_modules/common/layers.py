@@ -43,8 +43,8 @@ def init_weights(module: nn.Module, scheme: Init, gain: float = 1.0) -> nn.Modul
     return module
 
 
-def make_norm(kind: Norm, channels: int, groups: int = 8) -> nn.Module:
-    """A normalization of (batch, channels, ...) feature maps.
+def make_norm(kind: Norm, channels: int, groups: int = 8, dims: int = 2) -> nn.Module:
+    """A normalization of (batch, channels, ...) feature maps with `dims` spatial dimensions.
 
     group: GroupNorm with up to `groups` groups (Wu & He 2018); layer: one group, i.e. LayerNorm
     over channels and positions; batch: BatchNorm over the batch (its statistics differ between
@@ -55,7 +55,7 @@ def make_norm(kind: Norm, channels: int, groups: int = 8) -> nn.Module:
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return nn.BatchNorm1d(channels) if dims == 1 else nn.BatchNorm2d(channels)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be group, layer, batch or none, not {kind!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -43,6 +44,65 @@ def performance(
         "hit_rate": float((r[invested] > 0).double().mean()) if invested.any() else 0.0,
         "exposure": float(positions.abs().double().mean()),
     }
+
+
+def sharpe_interval(
+    log_returns: Tensor,
+    level: float = 0.95,
+    samples: int = 1000,
+    block: int = 21,
+    periods_per_year: int = TRADING_DAYS,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Confidence interval of the annualized Sharpe ratio by the circular block bootstrap
+    (Politis & Romano 1992): resample blocks of `block` consecutive days, so volatility
+    clustering and serial correlation survive the resampling. log_returns: (days,)."""
+    r = log_returns.double()
+    days = r.numel()
+    if days < 2 or r.std() == 0:
+        return 0.0, 0.0
+    generator = torch.Generator().manual_seed(seed)
+    blocks = -(-days // block)
+    starts = torch.randint(days, (samples, blocks), generator=generator)
+    index = (starts[:, :, None] + torch.arange(block)).flatten(1)[:, :days] % days
+    drawn = r[index]  # (samples, days)
+    std = drawn.std(dim=1)
+    sharpe = torch.where(std > 0, drawn.mean(dim=1) / std, torch.zeros_like(std))
+    sharpe = sharpe * math.sqrt(periods_per_year)
+    tail = (1.0 - level) / 2.0
+    low, high = torch.quantile(sharpe, torch.tensor([tail, 1.0 - tail], dtype=sharpe.dtype))
+    return float(low), float(high)
+
+
+def deflated_sharpe_ratio(
+    log_returns: Tensor, trial_sharpes: list[float], periods_per_year: int = TRADING_DAYS
+) -> float:
+    """Bailey & López de Prado (2014): the probability that the true Sharpe ratio of the chosen
+    strategy exceeds the best one expected from `len(trial_sharpes)` unskilled trials with the
+    observed spread of (annualized) Sharpe ratios, given the returns' skew and kurtosis.
+    Near 1: unlikely to be luck of the search; near 0.5 or below: indistinguishable from it."""
+    r = log_returns.double()
+    days = r.numel()
+    if days < 3 or r.std() == 0:
+        return 0.0
+    scale = math.sqrt(periods_per_year)
+    sharpe = float(r.mean() / r.std())  # per period
+    centred = (r - r.mean()) / r.std()
+    skew, kurtosis = float(centred.pow(3).mean()), float(centred.pow(4).mean())
+    trials = len(trial_sharpes)
+    spread = float(np.std(trial_sharpes, ddof=1)) / scale if trials > 1 else 0.0
+    normal = torch.distributions.Normal(0.0, 1.0)
+    if trials > 1 and spread > 0:
+        euler = 0.5772156649
+        expected_max = spread * (
+            (1 - euler) * float(normal.icdf(torch.tensor(1 - 1 / trials)))
+            + euler * float(normal.icdf(torch.tensor(1 - 1 / (trials * math.e))))
+        )
+    else:
+        expected_max = 0.0
+    denominator = math.sqrt(max(1e-12, 1 - skew * sharpe + (kurtosis - 1) / 4 * sharpe**2))
+    z = (sharpe - expected_max) * math.sqrt(days - 1) / denominator
+    return float(normal.cdf(torch.tensor(z)))
 
 
 def equity_figure(

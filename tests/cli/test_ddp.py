@@ -60,10 +60,10 @@ def task_arguments(root: Path) -> dict[str, list[str]]:
         ],
         "ppo_trader": [
             "--config", str(REPO / "configs/ppo_trader.yaml"),
-            "--data.source=synthetic", "--data.synthetic_days=3000", "--data.train_end=2006-12-31",
-            "--data.valid_end=2008-06-30", "--data.window=8", "--data.num_envs=8", "--data.episode_length=16",
-            "--data.iterations_per_epoch=2", "--model.depth=2", "--model.rollout_steps=8",
-            "--model.target_kl=0.001", "--trainer.max_epochs=1",
+            "--data.source=synthetic", "--data.synthetic.days=3000", "--data.splits.train_end=2006-12-31",
+            "--data.splits.valid_end=2008-06-30", "--data.window=8", "--data.num_envs=8", "--data.episode_length=16",
+            "--data.iterations_per_epoch=2", "--model.policy.init_args.depth=2", "--model.ppo.rollout_steps=8",
+            "--model.ppo.target_kl=0.001", "--trainer.max_epochs=1",
         ],
         "speech_student": [
             "--config", str(REPO / "configs/speech_student.yaml"), *SPEECH,

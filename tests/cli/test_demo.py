@@ -9,10 +9,18 @@ def test_demo_table_shows_agent_baselines_and_missing_values_honestly():
     metrics = {"test/sharpe": 0.5, "test/buy_and_hold_sharpe": 1.25, "test/total_return": -0.1}
     table = format_table(trading, metrics).splitlines()
     assert table[0].split("|")[1].strip() == "Sharpe"
-    agent, hold, random = table[2], table[3], table[4]
+    agent, hold, random = table[2], table[3], table[-1]
     assert agent.startswith("PPO agent") and "0.500" in agent and "-0.100" in agent
     assert hold.startswith("buy and hold") and "1.250" in hold
     assert random.startswith("random policy") and "—" in random  # not measured: not invented
+    labels = [line.split("|")[0].strip() for line in table[2:]]
+    assert "rule picked on validation" in labels and "supervised (ridge, sign)" in labels
+
+
+def test_demo_trades_real_data_and_a_planted_market():
+    trading, planted = (next(job for job in JOBS if job.name == n) for n in ("trading", "planted"))
+    assert not any("--data.source" in a for step in trading.steps for a in step)  # sp500
+    assert all("--data.source=synthetic" in step for step in planted.steps)
 
 
 def test_demo_runs_the_test_of_the_checkpoint_it_trained():

@@ -146,9 +146,9 @@ TINY_VIDEO = [
     "--model.encoder.text_layers=1", "--model.encoder.text_heads=2", "--model.encoder.embed_dim=16",
 ]  # fmt: skip
 TINY_TRADER = [
-    "--data.source=synthetic", "--data.synthetic_days=3000", "--data.train_end=2006-12-31",
-    "--data.valid_end=2008-06-30", "--data.num_envs=16", "--data.episode_length=16",
-    "--data.iterations_per_epoch=1", "--model.rollout_steps=4", "--trainer.max_epochs=1",
+    "--data.source=synthetic", "--data.synthetic.days=3000", "--data.splits.train_end=2006-12-31",
+    "--data.splits.valid_end=2008-06-30", "--data.num_envs=16", "--data.episode_length=16",
+    "--data.iterations_per_epoch=1", "--model.ppo.rollout_steps=4", "--trainer.max_epochs=1",
 ]  # fmt: skip
 BROKEN = """
 model: {class_path: tiny_classifier.TinyClassifier, init_args: {lr: 10.0}}

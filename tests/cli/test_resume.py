@@ -53,10 +53,12 @@ TINY_WAV2VEC2 = {
 TASKS = {
     "ppo_trader": [
         "--config", str(REPO / "configs/ppo_trader.yaml"), "--data.source=synthetic",
-        "--data.synthetic_days=3000", "--data.train_end=2006-12-31", "--data.valid_end=2008-06-30",
+        "--data.synthetic.days=3000", "--data.splits.train_end=2006-12-31", "--data.splits.valid_end=2008-06-30",
         "--data.num_envs=4", "--data.episode_length=16", "--data.iterations_per_epoch=4",
-        "--model.rollout_steps=4", "--model.width=4", "--model.depth=1", "--model.hidden=8",
-        "--model.dropout=0.1", "--model.random_baselines=2", "--trainer.max_epochs=2",
+        "--model.ppo.rollout_steps=4", "--model.policy.init_args.width=4",
+        "--model.policy.init_args.depth=1", "--model.policy.init_args.hidden=8",
+        "--model.policy.init_args.dropout=0.1", "--model.backtest.random_baselines=2",
+        "--trainer.max_epochs=2",
     ],
     "speech_teacher": [
         "--config", str(REPO / "configs/speech_teacher.yaml"), *TINY_SPEECH, "--model.dropout=0.1",

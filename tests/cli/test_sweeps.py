@@ -31,9 +31,9 @@ VIDEO = [
 ]  # fmt: skip
 TINY = {  # per sweep: overrides that make one trial take seconds (after the sweep's own args)
     "ppo_trader": [
-        "--data.source=synthetic", "--data.synthetic_days=3000", "--data.train_end=2006-12-31",
-        "--data.valid_end=2008-06-30", "--data.num_envs=4", "--data.episode_length=16",
-        "--data.iterations_per_epoch=1", "--model.rollout_steps=4", "--trainer.max_epochs=1",
+        "--data.source=synthetic", "--data.synthetic.days=3000", "--data.splits.train_end=2006-12-31",
+        "--data.splits.valid_end=2008-06-30", "--data.num_envs=4", "--data.episode_length=16",
+        "--data.iterations_per_epoch=1", "--model.ppo.rollout_steps=4", "--trainer.max_epochs=1",
     ],
     "speech_teacher": [*SPEECH, *TINY_TEACHER],
     "speech_student": [*SPEECH, "--model.teacher={tiny_speech_teacher}"],

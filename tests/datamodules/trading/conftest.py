@@ -4,7 +4,13 @@ import dataclasses
 
 import pytest
 
-from datamodules.trading import MarketDataModule, PriceBars, synthetic_bars
+from datamodules.trading import (
+    MarketDataModule,
+    PriceBars,
+    Splits,
+    SyntheticMarket,
+    synthetic_market,
+)
 
 SMALL = dict(
     source="synthetic",
@@ -12,14 +18,22 @@ SMALL = dict(
     timeframes=(1, 3),
     volume_lookback=10,
     volatility_bars=2,
-    train_end="1999-10-08",  # day 199 of 400
-    valid_end="2000-02-25",  # day 299
+    splits=Splits(train_end="1999-10-08", valid_end="2000-02-25"),  # days 199 and 299 of 400
     episode_length=20,
     num_envs=6,
-    synthetic_days=400,
-    signal_strength=0.2,
+    synthetic=SyntheticMarket(days=400, strength=0.2),
     seed=3,
 )
+
+
+def small(**overrides) -> dict:
+    """SMALL with overrides; `splits`/`synthetic` overrides are dicts merged into SMALL's."""
+    out = dict(SMALL)
+    for key in ("splits", "synthetic"):
+        if isinstance(overrides.get(key), dict):
+            overrides[key] = dataclasses.replace(SMALL[key], **overrides[key])
+    out.update(overrides)
+    return out
 
 
 @pytest.fixture
@@ -28,7 +42,7 @@ def make_module():
     or over the given list of PriceBars."""
 
     def make(bars: list[PriceBars] | None = None, **overrides) -> MarketDataModule:
-        module = MarketDataModule(**{**SMALL, **overrides})
+        module = MarketDataModule(**small(**overrides))
         if bars is not None:
             module.load_bars = lambda: bars
         module.setup("fit")
@@ -40,7 +54,7 @@ def make_module():
 @pytest.fixture
 def bars() -> PriceBars:
     """The SMALL module's synthetic asset."""
-    return synthetic_bars("synthetic", days=400, seed=SMALL["seed"] * 1009, signal_strength=0.2)
+    return synthetic_market("momentum", SMALL["synthetic"], seed=SMALL["seed"] * 1009)
 
 
 @pytest.fixture

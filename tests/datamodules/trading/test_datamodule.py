@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datamodules.errors import DataError
-from datamodules.trading import MarketDataModule, synthetic_bars
+from datamodules.trading import MarketDataModule, SyntheticMarket, synthetic_market
 
 
 def test_dataloaders_pace_iterations_and_run_one_backtest_step(make_module):
@@ -37,16 +37,16 @@ def test_backtest_data_holds_every_decision_day_of_the_split(make_module):
 
 
 def test_synthetic_universe_of_several_assets(make_module):
-    module = make_module(synthetic_assets=2)
+    module = make_module(synthetic={"assets": 2})
     assert [a.name for a in module.backtest_data("valid")] == ["synthetic0", "synthetic1"]
 
 
 def test_a_split_without_decision_days_is_a_one_line_data_error(make_module):
-    module = make_module(valid_end="1999-10-20")  # valid shorter than the embargo
+    module = make_module(splits={"valid_end": "1999-10-20"})  # valid shorter than the embargo
     with pytest.raises(DataError, match="split 'valid' has no decision days"):
         module.make_env("valid")
     with pytest.raises(DataError, match="fewer than the"):
-        make_module(synthetic_days=15)
+        make_module(synthetic={"days": 15})
 
 
 class _RandomTrader(L.LightningModule):
@@ -118,6 +118,8 @@ def test_csv_files_form_a_universe_of_one_asset_each(make_module, bars, tmp_path
 
 
 def test_a_csv_too_short_for_one_observation_names_the_file(make_module, bars, tmp_path):
-    path = _write_csv(synthetic_bars("s", days=12, seed=0, signal_strength=0.0), tmp_path / "s.csv")
+    path = _write_csv(
+        synthetic_market("none", SyntheticMarket(days=12), seed=0, name="s"), tmp_path / "s.csv"
+    )
     with pytest.raises(DataError, match=r"s\.csv: 12 trading days, fewer than the 18"):
         make_module(source="csv", path=path)

@@ -1,11 +1,11 @@
-"""Sources: the arch data sets, CSV parsing with one-line errors, the synthetic generator."""
+"""Sources: the arch data sets and CSV parsing with one-line errors (the planted-edge family:
+test_synthetic.py)."""
 
 import numpy as np
 import pytest
-import torch
 
 from datamodules.errors import DataError
-from datamodules.trading import load_arch, net_log_returns, read_price_csv, synthetic_bars
+from datamodules.trading import load_arch, read_price_csv
 
 GOOD_ROWS = [
     "2019-01-02,10,11,9,10.5,100",
@@ -70,37 +70,3 @@ def test_csv_missing_file_and_missing_column_are_one_line_errors(tmp_path):
     path = write_csv(tmp_path, GOOD_ROWS, header="date,open,high,low,close,vol")
     with pytest.raises(DataError, match=r"prices\.csv: missing column 'volume' \(found: "):
         read_price_csv(path)
-
-
-def test_synthetic_generator_is_deterministic_per_seed():
-    first = synthetic_bars("s", days=300, seed=7, signal_strength=0.2)
-    again = synthetic_bars("s", days=300, seed=7, signal_strength=0.2)
-    other = synthetic_bars("s", days=300, seed=8, signal_strength=0.2)
-    np.testing.assert_array_equal(first.close, again.close)
-    np.testing.assert_array_equal(first.volume, again.volume)
-    assert not np.allclose(first.close, other.close)
-
-
-def _follow_today_rule(bars):
-    """Hold sign(today's intraday return) from the next open: (rule, buy-and-hold) log returns."""
-    intraday = torch.as_tensor(np.log(bars.close / bars.open))
-    gap = torch.as_tensor(np.log(bars.open[1:] / bars.close[:-1]))
-    position = torch.sign(intraday[:-1])
-    hold = torch.ones_like(position)
-
-    def run(pos):
-        previous = torch.cat([torch.zeros(1, dtype=pos.dtype), pos[:-1]])
-        return net_log_returns(previous, pos, gap, intraday[1:], cost_bps=0.0)
-
-    return run(position), run(hold)
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_signal_strength_plants_a_component_tradable_at_the_next_open(seed):
-    planted, hold = _follow_today_rule(synthetic_bars("s", 3000, seed, signal_strength=0.3))
-    t_stat = planted.mean() / planted.std() * len(planted) ** 0.5
-    assert t_stat > 5
-    assert planted.sum() > hold.sum() + 3
-
-    none, _ = _follow_today_rule(synthetic_bars("s", 3000, seed, signal_strength=0.0))
-    assert abs(none.mean() / none.std() * len(none) ** 0.5) < 2

@@ -5,13 +5,18 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.trading import MarketDataModule
+from datamodules.trading import MarketDataModule, Splits
 from datamodules.trading.splits import TRAIN, VALID
 
 
 @pytest.fixture(scope="module")
 def arch_module():
-    module = MarketDataModule(source=["sp500", "nasdaq"], num_envs=8, episode_length=64)
+    module = MarketDataModule(
+        source=["sp500", "nasdaq"],
+        num_envs=8,
+        episode_length=64,
+        splits=Splits(train_end="2012-12-31", valid_end="2015-12-31"),
+    )
     module.setup("fit")
     return module
 
@@ -40,11 +45,22 @@ def test_arch_splits_are_disjoint_in_time_with_the_embargo(arch_module):
             assert dates.get_loc(previous[1]) == first - span - 1
 
 
+def test_default_splits_are_shares_of_the_calendar_so_any_date_range_splits(make_module):
+    module = make_module(splits={"train_end": None, "valid_end": None}, synthetic={"days": 600})
+    calendar = module.bars[0].dates
+    assert module.train_end == calendar[round(0.7 * 600) - 1]
+    assert module.valid_end == calendar[round(0.85 * 600) - 1]
+    for split in ("train", "valid", "test"):
+        assert len(module.backtest_data(split)[0]) > 0
+
+
 def test_embargo_shorter_than_the_observation_span_is_refused():
     module = MarketDataModule(source="sp500", window=32)
     with pytest.raises(ValueError, match="embargo_days=10 is shorter than the observation span"):
-        MarketDataModule(source="sp500", window=32, embargo_days=10)
-    MarketDataModule(source="sp500", window=32, embargo_days=module.observation_span + 5)
+        MarketDataModule(source="sp500", window=32, splits=Splits(embargo_days=10))
+    MarketDataModule(
+        source="sp500", window=32, splits=Splits(embargo_days=module.observation_span + 5)
+    )
 
 
 def test_train_split_never_sees_valid_or_test_dates(arch_module):
@@ -84,7 +100,8 @@ def _observation_labels(module, split):
 @pytest.mark.parametrize("fold", [0, 2])
 def test_walk_forward_fold_trains_before_it_validates(make_module, fold):
     module = make_module(
-        split_mode="walk_forward", folds=3, fold=fold, valid_end="2000-06-30", synthetic_days=700
+        splits={"mode": "walk_forward", "folds": 3, "fold": fold, "valid_end": "2000-06-30"},
+        synthetic={"days": 700},
     )
     train, valid = (
         module.split_dates("train")["synthetic"],
@@ -97,11 +114,13 @@ def test_walk_forward_fold_trains_before_it_validates(make_module, fold):
 
 def test_regime_split_keeps_every_observation_inside_its_block(make_module):
     module = make_module(
-        split_mode="regime",
-        regime_block_days=60,
-        valid_fraction=0.34,
-        valid_end="2001-06-29",
-        synthetic_days=700,
+        splits={
+            "mode": "regime",
+            "regime_block_days": 60,
+            "regime_valid_share": 0.34,
+            "valid_end": "2001-06-29",
+        },
+        synthetic={"days": 700},
     )
     assert len(module.backtest_data("valid")) >= 2  # several blocks, one backtest each
     assert (_observation_labels(module, "train") == TRAIN).all()

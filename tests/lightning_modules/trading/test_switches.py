@@ -2,6 +2,7 @@
 under bf16 autocast, and with Lightning's weight averaging; gradient accumulation is refused."""
 
 import math
+from functools import partial
 
 import lightning as L
 import pytest
@@ -11,26 +12,28 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
-from datamodules.trading import MarketDataModule
+from datamodules.trading import MarketDataModule, Splits, SyntheticMarket
 from lightning_modules.common import lr_multiplier
-from lightning_modules.trading import PPOTrader, TradingPolicy
+from lightning_modules.trading import PPOConfig, PPOTrader, SquareConvPolicy, TemporalConvPolicy
 
 TINY_MARKET = dict(
     source="synthetic",
-    synthetic_days=600,
-    train_end="2001-06-30",
-    valid_end="2001-12-31",
+    synthetic=SyntheticMarket(days=600),
+    splits=Splits(train_end="2001-06-30", valid_end="2001-12-31"),
     window=8,
     num_envs=4,
     episode_length=16,
     iterations_per_epoch=2,
 )
-TINY_AGENT = dict(width=8, depth=1, hidden=16, rollout_steps=8, update_epochs=1, num_minibatches=2)
+TINY_AGENT = dict(
+    policy=partial(TemporalConvPolicy, width=8, depth=1, hidden=16),
+    ppo=PPOConfig(rollout_steps=8, update_epochs=1, num_minibatches=2),
+)
 
 
-def policy(**options) -> TradingPolicy:
+def policy(**options) -> SquareConvPolicy:
     torch.manual_seed(0)
-    return TradingPolicy((3, 16, 8), 3, width=16, depth=2, **options)
+    return SquareConvPolicy((3, 16, 8), 3, width=16, depth=2, **options)
 
 
 @pytest.fixture
@@ -48,21 +51,31 @@ def train(fit):
             observation_shape=data.observation_shape,
             num_actions=data.num_actions,
             action_mode=data.action_mode,
-            **TINY_AGENT,
-            **options,
+            **(TINY_AGENT | options),
         )
         return fit(model, data, callbacks, max_epochs=epochs, **trainer_options), model
 
     return run
 
 
+NORMS = nn.BatchNorm1d | nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm
+
+
 @pytest.mark.parametrize("norm,layer", [("batch", nn.BatchNorm2d), ("group", nn.GroupNorm)])
-def test_norm_option_puts_that_norm_in_every_block(norm, layer):
-    norms = [m for m in policy(norm=norm).modules() if isinstance(m, nn.BatchNorm2d | nn.GroupNorm)]
+def test_norm_option_puts_that_norm_in_every_square_block(norm, layer):
+    norms = [m for m in policy(norm=norm).modules() if isinstance(m, NORMS)]
     assert len(norms) == 5 and all(isinstance(m, layer) for m in norms)  # 2 per block + final
-    assert not any(
-        isinstance(m, nn.BatchNorm2d | nn.GroupNorm) for m in policy(norm="none").modules()
-    )
+    assert not any(isinstance(m, NORMS) for m in policy(norm="none").modules())
+
+
+@pytest.mark.parametrize(
+    "norm,layer", [("batch", nn.BatchNorm1d), ("group", nn.GroupNorm), ("layer", nn.LayerNorm)]
+)
+def test_norm_option_puts_that_norm_in_every_temporal_block(norm, layer):
+    net = TemporalConvPolicy((3, 16, 8), 3, depth=3, norm=norm)
+    norms = [m for m in net.modules() if isinstance(m, NORMS)]
+    assert len(norms) == 3 and all(isinstance(m, layer) for m in norms)
+    net(torch.randn(4, 3, 16, 8), torch.zeros(4))  # and it runs on (batch, time, width) tokens
 
 
 def test_stochastic_depth_and_squeeze_excitation_are_in_the_blocks_and_drop_only_in_training():
@@ -103,10 +116,12 @@ def test_init_scheme_sets_the_hidden_layers_and_keeps_the_small_policy_head(init
     assert torch.allclose(head @ head.T, 1e-4 * torch.eye(head.shape[0]), atol=1e-7)  # gain 0.01
 
 
-def test_weight_decay_reaches_the_optimizer_for_weight_matrices_only():
+def test_weight_decay_reaches_the_optimizer_for_the_deep_paths_weight_matrices_only():
     model = PPOTrader(observation_shape=(3, 16, 8), weight_decay=0.1, **TINY_AGENT)
-    decayed, plain = model.configure_optimizers().param_groups
-    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    decayed, plain, highway = model.configure_optimizers().param_groups
+    assert (
+        decayed["weight_decay"] == 0.1 and plain["weight_decay"] == highway["weight_decay"] == 0.0
+    )
     assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in plain["params"])
 
 
@@ -120,8 +135,8 @@ class LearningRates(Callback):
 
 def test_lr_schedule_and_warm_up_set_the_rate_of_every_iteration(train):
     record = LearningRates()
-    train([record], lr=1e-3, lr_schedule="cosine", warmup_steps=1)
-    expected = [1e-3 * lr_multiplier("cosine", i, 4, 1) for i in range(4)]
+    train([record], lr=1e-3, deep_lr_ratio=0.5, lr_schedule="cosine", warmup_steps=1)
+    expected = [0.5e-3 * lr_multiplier("cosine", i, 4, 1) for i in range(4)]  # the deep path's
     assert record.lrs == pytest.approx(expected)
 
 

@@ -1,0 +1,161 @@
+"""The cost of one PPO minibatch through each trading policy, measured side by side.
+
+    .venv/bin/python -m bench.trading_policy            # about a minute
+    .venv/bin/python -m bench.trading_policy --threads 1 2 --minibatch 256
+
+One PPO minibatch = forward (distribution, value, auxiliary head), the PPO losses, backward
+and the optimizer step, on random observations of the shipped config's shape, for:
+
+- the policy as it was before this benchmark existed (`SquareConvPolicy`, 3x3 separable
+  convolutions over the square, GELU, width 16, depth 6, its AdamW),
+- the shipped default (`TemporalConvPolicy` with configs/ppo_trader.yaml's settings, fused AdamW),
+- variants of it (width, depth, patch, norm, activation), so the rationale's numbers are here.
+
+Rounds interleave the variants and each reports its median step: ratios are taken within
+one run on one CPU (named with its ISA flags in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import yaml
+
+from bench.common import cpu_line, machine, markdown_table, write_results
+from lightning_modules.common import decay_groups
+from lightning_modules.trading import PPOConfig, PPOTrader, SquareConvPolicy, TemporalConvPolicy
+
+CONFIG = "configs/ppo_trader.yaml"
+
+
+def shipped_policy_options() -> tuple[dict, int]:
+    """The default policy's init_args and the data window from configs/ppo_trader.yaml."""
+    config = yaml.safe_load(Path(CONFIG).read_text())
+    return (
+        config["model"]["init_args"]["policy"]["init_args"],
+        config["data"]["init_args"]["window"],
+    )
+
+
+def step_function(policy, optimizer, shape, minibatch: int):
+    """One PPO minibatch update through `policy`, as PPOTrader.losses computes it."""
+    generator = torch.Generator().manual_seed(0)
+    market = torch.randn(minibatch, *shape, generator=generator)
+    position = torch.randint(-1, 2, (minibatch,), generator=generator).float()
+    action = torch.randint(0, 3, (minibatch,), generator=generator)
+    old_logprob = torch.full((minibatch,), -1.1)
+    advantage = torch.randn(minibatch, generator=generator)
+    returns, aux_target = torch.randn(minibatch, generator=generator), torch.randn(minibatch)
+    trader = PPOTrader.__new__(PPOTrader)  # only `losses`, bound to this policy
+    torch.nn.Module.__init__(trader)
+    trader.policy, trader.config = policy, PPOConfig(aux_coef=0.1)
+    batch = {
+        "market": market, "position": position, "action": action, "logprob": old_logprob,
+        "value": returns * 0, "return": returns, "advantage": advantage, "aux_target": aux_target,
+    }  # fmt: skip
+
+    def step() -> None:
+        loss = trader.losses(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5, foreach=True)
+        optimizer.step()
+
+    return step
+
+
+def variants(shape: tuple[int, int, int]) -> dict[str, tuple]:
+    options, _ = shipped_policy_options()
+    shipped = partial(TemporalConvPolicy, **options)
+
+    def fused_adamw(policy):
+        return torch.optim.AdamW(
+            decay_groups(policy.parameters(), 0.0), lr=1e-3, eps=1e-5, fused=True
+        )
+
+    def old_adamw(policy):  # the optimizer the old module used: AdamW, not fused
+        return torch.optim.AdamW(decay_groups(policy.parameters(), 0.0), lr=1e-3, eps=1e-5)
+
+    out = {
+        "before (square 3x3, GELU, width 16, depth 6)": (
+            SquareConvPolicy(
+                shape, 3, width=16, depth=6, norm="group", coord_channels=True, hidden=64
+            ),
+            old_adamw,
+        ),
+        "shipped (temporal, " + ", ".join(f"{k} {v}" for k, v in options.items()) + ")": (
+            shipped(shape, 3),
+            fused_adamw,
+        ),
+    }
+    for label, change in (
+        ("shipped, width 64", {"width": 64}),
+        ("shipped, depth 8", {"depth": 8}),
+        ("shipped, patches of 4 days", {"time_patch": 4}),
+        ("shipped, layer norm", {"norm": "layer"}),
+        ("shipped, GELU", {"activation": "gelu"}),
+        ("shipped, no highway", {"highway": False}),
+    ):
+        out[label] = (partial(shipped, **change)(shape, 3), fused_adamw)
+    return out
+
+
+def measure(threads: int, minibatch: int, rounds: int, steps: int) -> list[dict]:
+    torch.set_num_threads(threads)
+    _, window = shipped_policy_options()
+    shape = (3, window, 6)
+    torch.manual_seed(0)
+    runs = {}
+    for label, (policy, make_optimizer) in variants(shape).items():
+        runs[label] = step_function(policy, make_optimizer(policy), shape, minibatch)
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, step in runs.items():
+            repeats = max(2, steps // 10) if label.startswith("before") else steps
+            step()  # warm-up
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                times[label].append(time.perf_counter() - start)
+    before = statistics.median(next(iter(times.values())))
+    rows = []
+    for label, samples in times.items():
+        median = statistics.median(samples)
+        rows.append(
+            {
+                "policy": label,
+                "threads": threads,
+                "minibatch": minibatch,
+                "ms per minibatch": median * 1e3,
+                "× faster than before": before / median,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--minibatch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round and variant")
+    args = parser.parse_args()
+    rows = []
+    for threads in args.threads:
+        rows += measure(threads, args.minibatch, args.rounds, args.steps)
+    info = machine()
+    print(
+        f"PPO minibatch cost per policy; {info['date']}, {cpu_line()}, load {info['load_average']}"
+    )
+    print(markdown_table(rows))
+    path = write_results("trading_policy", {"machine": info, "rows": rows, "args": vars(args)})
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
