@@ -16,11 +16,13 @@ What it adds to LightningCLI, and nothing task-specific:
 - W&B as the default logger, offline unless credentials exist, written under ``default_root_dir``;
 - ``casebook test`` writes ``<default_root_dir>/test_metrics.json``;
 - ``casebook doctor`` (``casebook/doctor.py``) checks a recipe and exits 1 if a check fails;
-- bad input and non-finite training stop with one line, not a stack trace.
+- bad input and non-finite training stop with one line, not a stack trace;
+- commands that are not a Trainer's (``EXTRA_COMMANDS``): ``casebook market out.csv --signal momentum``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import netrc
 import os
@@ -222,7 +224,18 @@ def first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+# Subcommands that are not a Trainer's: "<module>:<function>" taking the remaining arguments and
+# returning an exit code (imported only when asked for).
+EXTRA_COMMANDS = {
+    "market": "datamodules.trading.synthetic:main",  # write a planted-edge market as CSV
+}
+
+
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, _, function = EXTRA_COMMANDS[argv[0]].partition(":")
+        sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
     try:
         CasebookCLI(args=args)
     except RuntimeError as error:

@@ -165,3 +165,17 @@ def test_market_command_writes_a_member_and_refuses_bad_settings(tmp_path, capsy
         market_command([str(tmp_path / "x.csv"), "--tail_dof", "1.5", "--noise", "student_t"]) == 2
     )
     assert capsys.readouterr().err.strip().startswith("casebook: error: tail_dof must exceed 2")
+
+
+def test_casebook_market_writes_the_csv_that_casebook_fit_reads(cli_env, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "casebook", "market", str(tmp_path / "m.csv"), "--signal", "lead_lag",
+         "--days", "300", "--seed", "4"],
+        env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [str(tmp_path / "m.csv"), str(tmp_path / "m_leader.csv")]
+    assert len(read_price_csv(tmp_path / "m_leader.csv")) == 300
