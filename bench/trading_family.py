@@ -1,0 +1,138 @@
+"""The shipped trading config on every member of the planted-edge family, several seeds.
+
+    .venv/bin/python -m bench.trading_family                  # the full table, ~30-40 minutes
+    .venv/bin/python -m bench.trading_family --quick          # two members, one seed
+    .venv/bin/python -m bench.trading_family --members momentum_0.2 none --seeds 0 1
+
+Each run is what a user types, in this process (CasebookCLI, the same code as `casebook`):
+
+    casebook fit  --config configs/ppo_trader.yaml --data.source synthetic --data.signal S ...
+    casebook test --config configs/ppo_trader.yaml ... --ckpt_path best
+
+with nothing changed but the market (signal, strength, noise) and the seed (of the market, the
+environments and the agent). The table reports, per member, the agent's test Sharpe after 5 bp
+costs against the best rule on the same test days (hindsight: the stricter bar), the rule that
+validation picks, the supervised baseline and buy-and-hold; the agent's share of the best
+rule; the share of runs whose report claims an edge (95% block-bootstrap interval above 0); and
+the training time. The target (issue: "Defaults that learn"): on every member with a tradable
+edge, at least 70% of the best rule's Sharpe within 10 minutes on 2 CPU cores; on `none`, no
+edge claimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+
+from bench.common import cpu_line, machine, markdown_table, write_results
+
+# name -> (signal, strength, noise)
+MEMBERS = {
+    "momentum_0.1": ("momentum", 0.1, "gaussian"),
+    "momentum_0.2": ("momentum", 0.2, "gaussian"),
+    "momentum_0.3": ("momentum", 0.3, "gaussian"),
+    "reversal_0.2": ("reversal", 0.2, "gaussian"),
+    "lead_lag_0.3": ("lead_lag", 0.3, "gaussian"),
+    "regime_0.2": ("regime", 0.2, "gaussian"),
+    "momentum_0.2_student_t": ("momentum", 0.2, "student_t"),
+    "momentum_0.2_garch": ("momentum", 0.2, "garch"),
+    "none": ("none", 0.0, "gaussian"),
+}
+ROOT = Path("runs/bench/trading_family")
+
+
+def run_member(name: str, seed: int, extra: list[str]) -> dict:
+    """fit + test of the shipped config on one member and seed; the test metrics and times."""
+    from casebook.cli import CasebookCLI
+
+    signal, strength, noise = MEMBERS[name]
+    root = ROOT / f"{name}-seed{seed}"
+    common = [
+        "--config", "configs/ppo_trader.yaml", "--config", "configs/presets/csv.yaml",
+        "--data.source=synthetic", f"--data.signal={signal}",
+        f"--data.synthetic.strength={strength}", f"--data.synthetic.noise={noise}",
+        f"--data.seed={seed}", f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false", *extra,
+    ]  # fmt: skip
+    quiet = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(quiet):
+        CasebookCLI(args=["fit", *common])
+    fit_seconds = time.perf_counter() - started
+    with contextlib.redirect_stdout(quiet):
+        CasebookCLI(args=["test", *common, "--ckpt_path=best"])
+    metrics = json.loads((root / "test_metrics.json").read_text())
+    return {"member": name, "seed": seed, "fit_seconds": fit_seconds, **metrics}
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    rows = []
+    for name in dict.fromkeys(r["member"] for r in results):
+        runs = [r for r in results if r["member"] == name]
+
+        def mean(key: str, runs=runs) -> float:
+            return statistics.mean(r[key] for r in runs)
+
+        shares = [
+            r["test/sharpe"] / r["test/rule_best_sharpe"]
+            for r in runs
+            if r["test/rule_best_sharpe"] > 0
+        ]
+        rows.append(
+            {
+                "market": name,
+                "seeds": len(runs),
+                "agent Sharpe": mean("test/sharpe"),
+                "agent min..max": f"{min(r['test/sharpe'] for r in runs):.2f}..{max(r['test/sharpe'] for r in runs):.2f}",
+                "best rule (hindsight)": mean("test/rule_best_sharpe"),
+                "rule picked on valid": mean("test/rule_sharpe"),
+                "supervised": mean("test/supervised_sharpe"),
+                "buy and hold": mean("test/buy_and_hold_sharpe"),
+                "agent / best rule": statistics.mean(shares) if shares else float("nan"),
+                "worst seed / best rule": min(shares) if shares else float("nan"),
+                "edge claimed": f"{sum(r['test/edge_found'] > 0 for r in runs)}/{len(runs)}",
+                "fit s": mean("fit_seconds"),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", nargs="+", default=list(MEMBERS), choices=list(MEMBERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="two members, one seed")
+    parser.add_argument("extra", nargs="*", help="more casebook options, e.g. --model.lr=0.002")
+    args = parser.parse_args()
+    if args.quick:
+        args.members, args.seeds = ["momentum_0.3", "none"], [0]
+    results = []
+    for name in args.members:
+        for seed in args.seeds:
+            result = run_member(name, seed, args.extra)
+            results.append(result)
+            print(
+                f"{name} seed {seed}: agent {result['test/sharpe']:.2f}, best rule "
+                f"{result['test/rule_best_sharpe']:.2f}, fit {result['fit_seconds']:.0f} s",
+                flush=True,
+            )
+    info = machine()
+    rows = summarize(results)
+    print(
+        f"\nShipped config (configs/ppo_trader.yaml) on the planted family, test split, 5 bp costs; "
+        f"{info['date']}, {cpu_line()}, load {info['load_average']}"
+    )
+    print(markdown_table(rows))
+    path = write_results(
+        "trading_family", {"machine": info, "rows": rows, "runs": results, "args": vars(args)}
+    )
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
