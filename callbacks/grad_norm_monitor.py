@@ -205,7 +205,7 @@ class GradNormMonitor(Callback):
         )
         path = directory / f"nonfinite-step{trainer.global_step}.ckpt"
         # The weights are still those of the last finite step: the optimizer has not applied this one.
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # a full state: resumable
         raise NonFiniteError(
             f"{what} at {where}; checkpoint of the last finite weights saved to {path}. "
             "Lower the learning rate, enable clipping, or set on_nonfinite=skip."

@@ -26,7 +26,6 @@ import importlib
 import json
 import netrc
 import os
-import pickle
 import signal
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from callbacks import ExactResume, LatestCheckpoint, NonFiniteError
 from casebook.doctor import DoctorTrainer
 from datamodules.errors import DataError
+from datamodules.hparams import load_checkpoint
 
 # Attributes a datamodule may expose and a model may accept; each present pair is linked.
 DATA_TO_MODEL_LINKS = (
@@ -174,18 +174,7 @@ class CasebookCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path in (None, "last", "best", "hpc") or str(path).startswith("registry"):
             return super()._parse_ckpt_path()
-        if not Path(path).is_file():
-            raise DataError(f"--ckpt_path {path}: no such checkpoint file")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-            if "Weights only load failed" in str(error):
-                problem = "holds pickled objects, not only tensors (loaded with weights_only=True)"
-            else:
-                problem = f"not a readable checkpoint ({first_line(error)})"
-            raise DataError(f"--ckpt_path {path}: {problem}") from None
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise DataError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+        checkpoint = load_checkpoint(path, "--ckpt_path")
         saved = str(checkpoint.get("hyper_parameters", {}).get("_class_path", "")).rsplit(".", 1)[
             -1
         ]
@@ -220,8 +209,13 @@ class CasebookCLI(LightningCLI):
             sys.exit(1)
 
 
-def first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def stated_error(error: BaseException | None) -> DataError | NonFiniteError | None:
+    """The error whose message is the whole story: `error` itself, or what a class raised that
+    jsonargparse instantiated (a model reading ``--model.pretrained``), which it re-raises as the
+    cause of a ValueError of its own."""
+    while error is not None and not isinstance(error, (DataError, NonFiniteError)):
+        error = error.__cause__
+    return error
 
 
 # Subcommands that are not a Trainer's: "<module>:<function>" taking the remaining arguments and
@@ -238,6 +232,12 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
     try:
         CasebookCLI(args=args)
+    except (DataError, NonFiniteError, ValueError) as raised:  # NonFiniteError: a RuntimeError
+        error = stated_error(raised)
+        if error is None:
+            raise
+        print(f"casebook: error: {error}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, DataError) else 3)
     except RuntimeError as error:
         if "Error(s) in loading state_dict" not in str(error):
             raise
@@ -249,9 +249,6 @@ def main(args: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    except (DataError, NonFiniteError) as error:
-        print(f"casebook: error: {error}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, DataError) else 3)
     except SIGTERMException:  # Lightning's exit on SIGTERM would otherwise be a silent status 0
         print("casebook: stopped by SIGTERM; --ckpt_path last resumes", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)

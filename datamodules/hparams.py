@@ -5,6 +5,7 @@ plain dicts and lists; from Python they may be dataclass instances (`Splits(...)
 (`policy=TemporalConvPolicy`), which a checkpoint would pickle as code references that a safe
 load refuses. `plain_hyperparameters` turns them into the CLI's own form, and `from_plain`
 reads that form back, so a module built either way saves a checkpoint either way can load.
+`load_checkpoint` is that safe load of a file a user names, with one-line errors.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import pickle
+from pathlib import Path
 from typing import Any
+
+import torch
+
+from datamodules.errors import DataError
 
 
 def plain(value: Any) -> Any:
@@ -50,3 +57,26 @@ def from_plain(value: Any, kind: type | None = None) -> Any:
 
 def _path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def load_checkpoint(path: str | Path, option: str = "", allowed: tuple[type, ...] = ()) -> dict:
+    """A Lightning checkpoint a user names, read with `torch.load(weights_only=True)` on the CPU:
+    tensors and plain containers (and the `allowed` classes) only, so a file from the internet
+    cannot run code when it is read. A missing or unreadable file, one holding pickled objects,
+    or one without a state_dict is a DataError: ``<option> <path>: <what is wrong>``."""
+    source = f"{option} {path}" if option else str(path)
+    if not Path(path).is_file():
+        raise DataError(f"{source}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        if "Weights only load failed" in str(error):
+            problem = "holds pickled objects, not only tensors (loaded with weights_only=True)"
+        else:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            problem = f"not a readable checkpoint ({first or type(error).__name__})"
+        raise DataError(f"{source}: {problem}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DataError(f"{source}: not a Lightning checkpoint (no state_dict)")
+    return checkpoint

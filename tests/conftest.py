@@ -23,12 +23,23 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
 
 
-def casebook_env(cache: Path) -> dict:
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory) -> None:
+    """Code run in the test process caches (tokenizers, corpora) under the session's temporary
+    folder: never in the checkout's `.cache/casebook`, nor in a CASEBOOK_CACHE the outer shell
+    sets. Tests that need a cache of their own set it."""
+    os.environ["CASEBOOK_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def casebook_env(cache: Path, home: Path) -> dict:
     """Environment for running ``casebook`` in a subprocess: offline, support modules on the
-    path, one OpenMP thread, ``cache`` as the cache unless CASEBOOK_CACHE is set already."""
+    path, one OpenMP thread, ``cache`` as the cache (whatever CASEBOOK_CACHE the outer shell
+    sets) and ``home`` as the home (no ~/.netrc, no user's W&B or matplotlib settings)."""
+    home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
-    env["CASEBOOK_CACHE"] = env.get("CASEBOOK_CACHE", str(cache))
+    env["CASEBOOK_CACHE"] = str(cache)
+    env["HOME"] = str(home)
     env["WANDB_MODE"] = "offline"
     env["OMP_NUM_THREADS"] = "1"
     return env
@@ -38,7 +49,7 @@ def casebook_env(cache: Path) -> dict:
 def cli_env(tmp_path):
     """Environment for running ``casebook`` in a subprocess: offline, support task on the path,
     a private cache and home so nothing outside tmp_path is read or written."""
-    return casebook_env(tmp_path / "cache")
+    return casebook_env(tmp_path / "cache", tmp_path / "home")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +64,7 @@ def tiny_speech_env(tmp_path_factory) -> dict:
     corpus = {"num_train_sentences": 12, "num_val_sentences": 4, "num_test_sentences": 4}
     for readings in (1, 2):
         generate_tts_corpus(TtsCorpusConfig(**corpus, train_readings_per_sentence=readings), cache)
-    return casebook_env(cache) | {"CASEBOOK_CACHE": str(cache)}
+    return casebook_env(cache, tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,7 @@ from datamodules.video.datasets import (
     VideoCollate,
 )
 from datamodules.video.decoding import (
+    DecoderName,
     VideoFileDataset,
     VideoFrameLoader,
     list_videos,
@@ -98,7 +99,7 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         annotations: str | None = None,
         features_dir: str | None = None,
         video_dir: str | None = None,
-        video_decoder: Literal["auto", "torchcodec", "pyav"] = "auto",
+        video_decoder: DecoderName = "auto",
         fps: float = 1.0,
         num_frames: int | None = None,
         tokenizer: str | None = None,

@@ -16,6 +16,7 @@ Two decoders, one interface (torchcodec's: `metadata` and `get_frames_played_at`
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Literal, get_args
 
 import torch
 from torch.utils.data import Dataset
@@ -24,7 +25,8 @@ from torchvision.transforms.v2 import functional as TF
 from datamodules.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-VIDEO_DECODERS = ("auto", "torchcodec", "pyav")
+DecoderName = Literal["auto", "torchcodec", "pyav"]  # `--data.video_decoder`
+VIDEO_DECODERS = get_args(DecoderName)
 INSTALL_HINT = {
     "torchcodec": "pip install torchcodec (it needs FFmpeg 4-8 shared libraries and a build "
     "matching your torch), or use --data.video_decoder=pyav",
@@ -84,7 +86,7 @@ class PyAVDecoder:
         return SimpleNamespace(data=data)
 
 
-def video_decoder_class(backend: str = "auto") -> type:
+def video_decoder_class(backend: DecoderName = "auto") -> type:
     """The decoder class for `backend` (`auto`: torchcodec if it loads, else PyAV), or a
     DataError that says how to install it."""
     if backend not in VIDEO_DECODERS:
@@ -121,7 +123,7 @@ def list_videos(video_dir: str | Path) -> list[Path]:
     return sorted(p for p in video_dir.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
 
 
-def _open(path: Path, backend: str = "auto"):
+def _open(path: Path, backend: DecoderName = "auto"):
     try:
         return video_decoder_class(backend)(str(path), dimension_order="NCHW")
     except DataError:
@@ -140,7 +142,7 @@ def _stream_span(decoder, path: Path) -> tuple[float, float]:
     return float(begin), float(duration)
 
 
-def probe_num_frames(path: Path, fps: float, backend: str = "auto") -> int:
+def probe_num_frames(path: Path, fps: float, backend: DecoderName = "auto") -> int:
     """How many frames sampling `path` at `fps` gives (frame i at i / fps seconds)."""
     _, duration = _stream_span(_open(path, backend), path)
     return max(1, math.ceil(duration * fps - 1e-6))
@@ -151,7 +153,7 @@ def decode_frames(
     seconds: torch.Tensor | list[float],
     frame_size: int,
     decoder=None,
-    backend: str = "auto",
+    backend: DecoderName = "auto",
 ) -> torch.Tensor:
     """Frames played at `seconds` (from the video's start) as float32 (n, 3, S, S) in [0, 1].
 
@@ -172,7 +174,7 @@ def decode_frames(
 class VideoFrameLoader:
     """Loads frames of an annotated video file by index, at `fps` frames per second."""
 
-    def __init__(self, fps: float, frame_size: int, backend: str = "auto") -> None:
+    def __init__(self, fps: float, frame_size: int, backend: DecoderName = "auto") -> None:
         self.fps, self.frame_size, self.backend = fps, frame_size, backend
 
     def __call__(self, video, frames) -> torch.Tensor:
@@ -193,7 +195,7 @@ class VideoFileDataset(Dataset):
         fps: float = 1.0,
         num_frames: int | None = None,
         frame_size: int = 224,
-        backend: str = "auto",
+        backend: DecoderName = "auto",
     ) -> None:
         video_decoder_class(backend)  # fail early, in one line, if no decoder loads
         self.paths, self.fps, self.num_frames, self.frame_size = paths, fps, num_frames, frame_size

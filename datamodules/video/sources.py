@@ -14,7 +14,7 @@ from datamodules.video.annotations import (
     sentence_key,
     split_of,
 )
-from datamodules.video.decoding import list_videos, probe_num_frames
+from datamodules.video.decoding import DecoderName, list_videos, probe_num_frames
 from datamodules.video.procedural import ProceduralVideoGenerator
 
 SPLITS = ("train", "val", "test")
@@ -87,7 +87,7 @@ def features_locator(
 
 
 def video_locator(
-    video_dir: str | Path, fps: float, backend: str = "auto"
+    video_dir: str | Path, fps: float, backend: DecoderName = "auto"
 ) -> Callable[[str], tuple[Path, int]]:
     """The file `<video_dir>/<video_id>.<ext>`, its length probed at `fps` with `backend`."""
     files = {path.stem: path for path in list_videos(video_dir)}

@@ -22,6 +22,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from transformers import PreTrainedTokenizerBase, Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from callbacks import gather_from_ranks, log_figure, log_table
+from datamodules.hparams import load_checkpoint
 from datamodules.speech.text import build_processor
 from lightning_modules.common import Schedule, build_scheduler, decay_groups
 
@@ -133,7 +134,7 @@ def export_pretrained(
     `transformers.pipeline("automatic-speech-recognition", model=directory)`."""
     directory = Path(directory)
     if checkpoint_path:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_checkpoint(checkpoint_path)["state_dict"]
         model = copy.deepcopy(model)
         model.load_state_dict(
             {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

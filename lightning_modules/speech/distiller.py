@@ -43,6 +43,7 @@ from torch import Tensor
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 from transformers.modeling_outputs import CausalLMOutput
 
+from datamodules.hparams import load_checkpoint
 from lightning_modules.common import Schedule
 from lightning_modules.speech.ctc import (
     WorstUtterances,
@@ -448,11 +449,9 @@ class Wav2Vec2Distiller(L.LightningModule):
             )
         student = self.student
         if checkpoint_path:
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            state = load_checkpoint(checkpoint_path)["state_dict"]
             prefix = "student."
-            weights = {
-                k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)
-            }
+            weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             student = copy.deepcopy(student)
             student.load_state_dict(weights)
         quantize = _quantize()

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from datamodules.hparams import from_plain, plain_hyperparameters
 from lightning_modules.common import Init, Schedule, build_scheduler, decay_groups, init_weights
 from lightning_modules.video.augment import cutout, mix_inputs
 from lightning_modules.video.encoders import CHECKPOINT_KEY, ClipEncoders, EncoderConfig
@@ -71,6 +72,8 @@ class ClipPretrainer(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
+        encoder = from_plain(encoder, EncoderConfig)
         self.encoders = ClipEncoders.build(
             encoder or EncoderConfig(), vocab_size, pad_token_id, feature_dim
         )

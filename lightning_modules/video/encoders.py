@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
 from datamodules.errors import DataError
+from datamodules.hparams import load_checkpoint
 from lightning_modules.common import Norm, make_norm
 
 FrameEncoderKind = Literal["auto", "cnn", "resnet18", "mlp", "identity"]
@@ -277,7 +278,9 @@ class ClipEncoders(nn.Module):
             return encoders
         if not path.is_file():
             raise DataError(f"{path}: pretrained encoders not found (a .ckpt or a folder)")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # EncoderConfig: the hyper-parameters of a ClipPretrainer built in Python before they
+        # were saved as plain dicts
+        checkpoint = load_checkpoint(path, allowed=(EncoderConfig,))
         if CHECKPOINT_KEY not in checkpoint:
             raise DataError(f"{path}: not a ClipPretrainer checkpoint (no {CHECKPOINT_KEY!r})")
         encoders = cls(checkpoint[CHECKPOINT_KEY])

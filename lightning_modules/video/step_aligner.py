@@ -32,6 +32,7 @@ from torch import Tensor
 
 from callbacks import gather_from_ranks, log_figure, log_table
 from datamodules.errors import DataError
+from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.video.datasets import IGNORE_INDEX
 from lightning_modules.common import Init, Schedule, build_scheduler, decay_groups, init_weights
 from lightning_modules.video.augment import cutout
@@ -130,6 +131,8 @@ class StepAligner(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
+        encoder = from_plain(encoder, EncoderConfig)
         if head not in ("attend_align", "similarity", "lstm", "zero_shot"):
             raise ValueError(
                 f"head must be attend_align, similarity, lstm or zero_shot, got {head!r}"

@@ -15,15 +15,32 @@ from tiny_task import TinyDataModule, TinyRegressor
 from callbacks.exact_resume import ExactResume
 
 
-def draws() -> tuple:
-    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+def draws(device: str = "cpu") -> tuple:
+    return random.random(), float(np.random.rand()), torch.rand(3, device=device).tolist()
 
 
-def test_random_state_round_trips_through_a_weights_only_checkpoint():
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(),
+                reason="no CUDA device: the CUDA generators' save and restore is untested",
+            ),
+        ),
+    ],
+)
+def test_random_state_round_trips_through_a_weights_only_checkpoint(device):
+    if device == "cuda":
+        torch.cuda.init()  # the CUDA generators are saved once CUDA is initialized
     saved = io.BytesIO()
-    torch.save(ExactResume().state_dict(), saved)
-    expected = draws()
-    for seed in (1, 2):  # whatever ran in between
+    state = ExactResume().state_dict()
+    assert device == "cpu" or "cuda" in state["random_states"][0]
+    torch.save(state, saved)
+    expected = draws(device)
+    for seed in (1, 2):  # whatever ran in between (manual_seed reseeds the CUDA generators too)
         random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
 
     saved.seek(0)
@@ -31,7 +48,7 @@ def test_random_state_round_trips_through_a_weights_only_checkpoint():
     resumed.load_state_dict(torch.load(saved, weights_only=True))
     fit_loop = SimpleNamespace(_combined_loader_states_to_load=[], restarting=False)
     resumed.on_train_start(SimpleNamespace(global_rank=0, fit_loop=fit_loop), None)
-    assert draws() == expected
+    assert draws(device) == expected
 
 
 class Interrupt(Callback):

@@ -3,8 +3,9 @@ import math
 import lightning as L
 import pytest
 import torch
+from casebook_runner import casebook
 from lightning.pytorch import Callback
-from tiny_task import TinyDataModule, TinyRegressor
+from tiny_task import NaNAtStep, TinyDataModule, TinyRegressor
 from torch.nn.utils import get_total_norm
 
 from callbacks import GradNormMonitor, NonFiniteError
@@ -78,16 +79,6 @@ def test_warns_on_vanishing_gradients(tmp_path):
         )
 
 
-class NaNAtStep(TinyRegressor):
-    def __init__(self, bad_step: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        self.bad_step = bad_step
-
-    def training_step(self, batch, batch_idx):
-        loss = super().training_step(batch, batch_idx)
-        return loss * float("nan") if self.global_step == self.bad_step else loss
-
-
 def test_nonfinite_loss_saves_checkpoint_then_stops_with_clear_message(tmp_path):
     monitor = GradNormMonitor(on_nonfinite="stop")
     trainer = trainer_with(monitor, max_steps=5, tmp_path=tmp_path)
@@ -99,6 +90,28 @@ def test_nonfinite_loss_saves_checkpoint_then_stops_with_clear_message(tmp_path)
     assert str(checkpoint) in str(error.value)
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_casebook_fit_stops_on_nan_with_one_line_and_exit_code_3(cli_env, tmp_path):
+    root = tmp_path / "run"
+    result = casebook(
+        "fit", "--model=tiny_task.NaNAtStep", "--data=tiny_task.TinyDataModule",
+        "--data.num_features=3", "--trainer.max_steps=5", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}",
+        "--trainer.callbacks+=callbacks.GradNormMonitor",
+        env=cli_env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    # Lightning's own info lines also go to stderr; casebook's message is one line among them
+    errors = [line for line in result.stderr.splitlines() if line.startswith("casebook: error:")]
+    checkpoint = root / "checkpoints" / "nonfinite-step2.ckpt"
+    assert errors == [
+        f"casebook: error: non-finite gradient in net.0, net.2 at epoch 0, step 2; checkpoint of "
+        f"the last finite weights saved to {checkpoint}. Lower the learning rate, enable "
+        "clipping, or set on_nonfinite=skip."
+    ]
+    assert checkpoint.is_file()
 
 
 def test_nonfinite_skip_leaves_weights_unchanged_and_training_goes_on(tmp_path):

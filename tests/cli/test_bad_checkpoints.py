@@ -1,4 +1,5 @@
-"""Bad `--ckpt_path` files get one line naming the file and the problem, not a traceback."""
+"""Bad `--ckpt_path` (and `--model.pretrained`) files get one line naming the file and the
+problem, not a traceback; none is unpickled beyond tensors and plain containers."""
 
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 from tiny_task import TinyDataModule, TinyRegressor
+from unsafe_checkpoint import unsafe_checkpoint
 
 from casebook.cli import main
 
@@ -73,13 +75,36 @@ def test_a_good_checkpoint_still_loads(capsys, tiny):
     assert (Path(arguments[-1].split("=", 1)[1]) / "test_metrics.json").exists()
 
 
-class Opaque:
-    """Not a tensor or a plain container: `weights_only` loading refuses it."""
+def test_the_unsafe_checkpoint_of_these_tests_runs_code_when_unpickled(tmp_path):
+    # so that "the marker does not exist" below means the loads ran no code
+    unsafe = unsafe_checkpoint(tmp_path / "unsafe.ckpt", tmp_path / "ran")
+    torch.load(unsafe, weights_only=False)
+    assert (tmp_path / "ran").is_dir()
 
 
 def test_a_checkpoint_holding_pickled_objects_is_refused_in_one_line(capsys, tiny, tmp_path):
     arguments, good = tiny
-    unsafe = tmp_path / "unsafe.ckpt"
-    torch.save({**torch.load(good, weights_only=True), "extra": Opaque()}, unsafe)
+    marker = tmp_path / "ran"
+    unsafe = unsafe_checkpoint(
+        tmp_path / "unsafe.ckpt", marker, torch.load(good, weights_only=True)
+    )
     code, err = run(capsys, "test", *arguments, f"--ckpt_path={unsafe}")
-    assert code == 2 and err.count("\n") == 0 and "weights_only=True" in err
+    assert code == 2 and err.count("\n") == 0
+    assert f"--ckpt_path {unsafe}: holds pickled objects" in err and "weights_only=True" in err
+    assert not marker.exists()
+
+
+def test_pretrained_encoders_holding_pickled_objects_are_refused_in_one_line(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CASEBOOK_CACHE", str(tmp_path / "cache"))
+    marker = tmp_path / "ran"
+    unsafe = unsafe_checkpoint(tmp_path / "encoders.ckpt", marker)
+    code, err = run(
+        capsys, "fit", "--config", str(REPO / "configs/step_aligner.yaml"), "--config", CSV,
+        f"--model.pretrained={unsafe}", f"--trainer.default_root_dir={tmp_path / 'run'}",
+        "--data.num_train_videos=2", "--data.num_val_videos=1", "--data.num_test_videos=1",
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 0
+    assert f"{unsafe}: holds pickled objects" in err and "weights_only=True" in err
+    assert not marker.exists()

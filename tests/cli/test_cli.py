@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from casebook_runner import casebook
 
+from casebook.cli import main
+
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = """
@@ -35,6 +37,16 @@ def tiny_config(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY % {"root": root})
     return path, root
+
+
+def test_cli_env_keeps_cache_and_home_under_tmp_path_whatever_the_shell_sets(
+    monkeypatch, tmp_path, request
+):
+    monkeypatch.setenv("CASEBOOK_CACHE", str(tmp_path.parent / "the-users-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path.parent / "the-users-home"))
+    env = request.getfixturevalue("cli_env")
+    for key in ("CASEBOOK_CACHE", "HOME"):
+        assert Path(env[key]).is_relative_to(tmp_path), key
 
 
 def test_help_lists_the_subcommands(cli_env, tmp_path):
@@ -129,6 +141,26 @@ def test_unknown_key_and_wrong_type_get_jsonargparse_errors(cli_env, tmp_path, t
     assert wrong.returncode != 0
     assert "max_epochs" in wrong.stderr and "many" in wrong.stderr
     assert "Traceback" not in unknown.stderr + wrong.stderr
+
+
+@pytest.mark.parametrize(
+    "option, key",
+    [
+        ("--model.head=bogus", "head"),
+        ("--model.lr_schedule=bogus", "lr_schedule"),
+        ("--data.video_decoder=bogus", "video_decoder"),
+    ],
+)
+def test_a_choice_outside_its_literal_exits_2_naming_the_key_and_the_choices(capsys, option, key):
+    # parsing fails before anything is built: in-process, no interpreter start
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(REPO / "configs/step_aligner.yaml"), option])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    lines = [line.strip() for line in err.splitlines()]
+    named = lines.index(f'Parser key "{key}":')
+    assert lines[named + 1].startswith("Expected a typing.Literal[")
+    assert lines[named + 1].endswith("Got value: bogus")
 
 
 def test_data_values_are_linked_to_the_model(cli_env, tmp_path, tiny_config):

@@ -106,9 +106,11 @@ def test_one_tiny_trial_runs_offline_logs_the_metric_and_two_trials_do_not_clash
     extra = [f"--trainer.default_root_dir={root}", *tiny]
     env = request.getfixturevalue("tiny_speech_env") if path.stem.startswith("speech") else cli_env
     env = dict(env, WANDB_SWEEP_ID="sweep1", WANDB_RUN_ID="trial1", WANDB_MODE="offline")
+    # the agent's command verbatim (`configs/...` relative), in a folder of the test's own
+    (tmp_path / "configs").symlink_to(REPO / "configs")
     result = subprocess.run(
         [*command, *extra, "--trainer.callbacks+=run_probe.RunProbe"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     trial = root / "sweep-sweep1" / "trial1"

@@ -76,3 +76,19 @@ class TinyRegressor(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+class NaNAtStep(TinyRegressor):
+    """A TinyRegressor whose loss turns NaN at one optimizer step, for the non-finite guard."""
+
+    def __init__(self, bad_step: int = 2, **kwargs) -> None:
+        """
+        Args:
+            bad_step: the global step whose loss is multiplied by NaN.
+        """
+        super().__init__(**kwargs)
+        self.bad_step = bad_step
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.global_step == self.bad_step else loss

@@ -176,17 +176,25 @@ def test_datamodule_checkpoint_state_resumes_the_training_environments(make_modu
     assert torch.equal(resumed[0], reference[0]) and torch.equal(resumed[2], reference[2])
 
 
-def test_env_runs_on_any_device_with_to(make_module):
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ),
+    ],
+)
+def test_env_runs_on_any_device_with_to(make_module, device):
     module = make_module()
     reference = module.make_env("train", seed=4)
     expected = [reference.step(torch.full((6,), 2))[2] for _ in range(3)]
-    for device in devices:
-        env = module.make_env("train", seed=4).to(device)
-        assert env.observe()[0].device.type == device
-        for want in expected:
-            market, position, reward, done, _ = env.step(torch.full((6,), 2, device=device))
-            assert reward.device.type == device and market.dtype == torch.float32
-            torch.testing.assert_close(reward.cpu(), want)
-        env.to("cpu")
-        assert env.row.device.type == "cpu"
+    env = module.make_env("train", seed=4).to(device)
+    assert env.observe()[0].device.type == device
+    for want in expected:
+        market, position, reward, done, _ = env.step(torch.full((6,), 2, device=device))
+        assert reward.device.type == device and market.dtype == torch.float32
+        torch.testing.assert_close(reward.cpu(), want)
+    env.to("cpu")
+    assert env.row.device.type == "cpu"

@@ -5,7 +5,9 @@ import lightning as L
 import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
+from unsafe_checkpoint import unsafe_checkpoint
 
+from datamodules.errors import DataError
 from datamodules.speech import SpeechDataModule
 from lightning_modules.speech import Wav2Vec2Distiller, quantize
 from lightning_modules.speech.ctc import frame_mask
@@ -159,6 +161,18 @@ def test_qat_fine_tuning_in_the_distiller_exports_float_and_int8_students(
     for model in (int8, exported):
         logits = logits_of(model, batch)
         assert (logits.argmax(-1) == reference.argmax(-1))[valid].float().mean() >= 0.9
+
+
+def test_a_qat_export_refuses_a_checkpoint_holding_pickled_code(teacher_dir, tmp_path):
+    distiller = Wav2Vec2Distiller(
+        teacher=str(teacher_dir), student_init=str(teacher_dir), quantization_aware=True
+    )
+    marker = tmp_path / "ran"
+    checkpoint = {"state_dict": distiller.state_dict()}
+    unsafe = unsafe_checkpoint(tmp_path / "unsafe.ckpt", marker, checkpoint)
+    with pytest.raises(DataError, match="unsafe.ckpt: holds pickled objects") as refused:
+        distiller.export(tmp_path / "student_hf", checkpoint_path=unsafe)
+    assert "\n" not in str(refused.value) and not marker.exists()
 
 
 def test_a_qat_student_learns_activation_ranges_from_training_batches_only(teacher_dir, batch):

@@ -3,7 +3,9 @@
 import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
+from unsafe_checkpoint import unsafe_checkpoint
 
+from datamodules.errors import DataError
 from datamodules.speech.text import build_processor
 from lightning_modules.speech import Wav2Vec2CTCRecipe
 from lightning_modules.speech.ctc import (
@@ -74,3 +76,21 @@ def test_export_writes_a_model_and_processor_that_load_back(teacher_args, tmp_pa
         expected = recipe(batch["input_values"], batch["attention_mask"])
         actual = loaded(batch["input_values"], attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(actual, expected)
+
+
+def test_export_reads_a_checkpoint_with_weights_only_and_refuses_pickled_code(
+    teacher_args, tmp_path
+):
+    torch.manual_seed(0)
+    trained, fresh = Wav2Vec2CTCRecipe(**teacher_args), Wav2Vec2CTCRecipe(**teacher_args)
+    checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}
+    torch.save(checkpoint, tmp_path / "good.ckpt")
+    directory = fresh.export(tmp_path / "hf", checkpoint_path=tmp_path / "good.ckpt")
+    exported = Wav2Vec2ForCTC.from_pretrained(directory)
+    torch.testing.assert_close(exported.lm_head.weight, trained.model.lm_head.weight)
+
+    marker = tmp_path / "ran"
+    unsafe = unsafe_checkpoint(tmp_path / "unsafe.ckpt", marker, checkpoint)
+    with pytest.raises(DataError, match="unsafe.ckpt: holds pickled objects") as refused:
+        fresh.export(tmp_path / "hf_unsafe", checkpoint_path=unsafe)
+    assert "\n" not in str(refused.value) and not marker.exists()

@@ -240,3 +240,43 @@ def test_a_module_built_in_python_saves_a_checkpoint_a_safe_load_reads(tmp_path,
     checkpoint = torch.load(tmp_path / "agent.ckpt", weights_only=True)  # no pickled classes
     assert checkpoint["hyper_parameters"]["policy"]["class_path"].endswith("TemporalConvPolicy")
     assert checkpoint["datamodule_hyper_parameters"]["synthetic"]["days"] == 2500
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (none on this machine)")
+
+
+@CUDA
+def test_a_short_fit_on_cuda_keeps_env_and_policy_on_the_device_with_no_sync_per_step(tmp_path):
+    L.seed_everything(0)
+    datamodule = MarketDataModule(
+        **(SMALL_MARKET | {"signal": "momentum", "synthetic": SyntheticMarket(days=1500)})
+    )
+    model = PPOTrader(
+        observation_shape=datamodule.observation_shape,
+        num_actions=datamodule.num_actions,
+        action_mode=datamodule.action_mode,
+        **SMALL_AGENT,
+    )
+    trainer = L.Trainer(
+        accelerator="cuda",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule)
+    assert model.device.type == "cuda"
+    assert torch.isfinite(trainer.callback_metrics["train/policy_loss"])
+    assert "val/sharpe" in trainer.callback_metrics
+    # The rollout (env steps + policy forward) must never wait for the device.
+    model.data.train_env.to(model.device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        rollout, next_value = model.collect_rollout()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert rollout.market.device.type == "cuda" and next_value.device.type == "cuda"

@@ -1,8 +1,11 @@
 """ClipPretrainer and StepAligner on tiny batches: every head learns, encoders round-trip."""
 
+from dataclasses import asdict
+
 import lightning as L
 import pytest
 import torch
+from unsafe_checkpoint import unsafe_checkpoint
 
 from datamodules.errors import DataError
 from lightning_modules.video import ClipEncoders, ClipPretrainer, StepAligner
@@ -160,3 +163,33 @@ def test_a_wrong_pretrained_path_or_data_fails_with_one_clear_line(
     features = {**data_links, "feature_dim": 6, "frame_shape": None}
     with pytest.raises(DataError, match="the encoders take frames, the data gives 6-d features"):
         StepAligner(pretrained=str(folder), **features)
+
+
+def test_encoders_load_from_checkpoints_with_weights_only_and_refuse_pickled_code(
+    tmp_path, tiny_encoder, data_links
+):
+    pretrainer = ClipPretrainer(encoder=tiny_encoder, **data_links)
+    assert pretrainer.hparams.encoder == asdict(tiny_encoder)  # plain, even built in Python
+    checkpoint = {
+        "state_dict": pretrainer.state_dict(),
+        "hyper_parameters": dict(pretrainer.hparams),
+    }
+    pretrainer.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "plain.ckpt")
+    assert ClipPretrainer(
+        **torch.load(tmp_path / "plain.ckpt", weights_only=True)["hyper_parameters"]
+    )
+    # checkpoints written before the hyper-parameters were plain hold an EncoderConfig: allowed
+    older = {
+        **checkpoint,
+        "hyper_parameters": {**checkpoint["hyper_parameters"], "encoder": tiny_encoder},
+    }
+    torch.save(older, tmp_path / "older.ckpt")
+    for path in (tmp_path / "plain.ckpt", tmp_path / "older.ckpt"):
+        assert ClipEncoders.load(path).spec == pretrainer.encoders.spec
+
+    marker = tmp_path / "ran"
+    unsafe = unsafe_checkpoint(tmp_path / "unsafe.ckpt", marker, checkpoint)
+    with pytest.raises(DataError, match="unsafe.ckpt: holds pickled objects") as refused:
+        StepAligner(pretrained=str(unsafe), **data_links)
+    assert "\n" not in str(refused.value) and not marker.exists()
