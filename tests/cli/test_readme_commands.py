@@ -1,0 +1,52 @@
+"""Every `casebook fit|validate|test|predict` command the README shows parses against today's
+CLI (`--print_config`: options, types, Literal choices and config files are checked, nothing is
+built or run), so the README cannot drift from the command line again."""
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from casebook.cli import CasebookCLI
+
+REPO = Path(__file__).resolve().parents[2]
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def readme_commands() -> list[str]:
+    """`casebook <subcommand> ...` lines inside the README's code blocks, comments removed."""
+    commands, in_block = [], False
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")  # shell line continuations
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        line = re.sub(r"\s+#.*$", "", line.strip())
+        words = line.split()
+        if in_block and len(words) > 1 and words[0] == "casebook" and words[1] in SUBCOMMANDS:
+            if "<" not in line and "..." not in line:  # placeholders a user fills in
+                commands.append(line)
+    return commands
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_shows_commands_of_every_task():
+    configs = {m for c in COMMANDS for m in re.findall(r"configs/(\w+)\.yaml", c)}
+    assert {"ppo_trader", "speech_teacher", "step_aligner"} <= configs, configs
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_readme_command_parses(command, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("CASEBOOK_CACHE", str(tmp_path / "cache"))
+    args = shlex.split(command)[1:]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit:
+        CasebookCLI(args=[*args, "--print_config"])
+    assert exit.value.code in (0, None), out.getvalue()[-2000:]
+    assert "class_path" in out.getvalue()  # the resolved config was printed
