@@ -26,9 +26,10 @@ def readme_commands() -> list[str]:
             continue
         line = re.sub(r"\s+#.*$", "", line.strip())
         words = line.split()
-        if in_block and len(words) > 1 and words[0] == "casebook" and words[1] in SUBCOMMANDS:
-            if "<" not in line and "..." not in line:  # placeholders a user fills in
-                commands.append(line)
+        command = len(words) > 1 and words[0] == "casebook" and words[1] in SUBCOMMANDS
+        placeholder = "<" in line or "..." in line  # a value the user fills in
+        if in_block and command and not placeholder:
+            commands.append(line)
     return commands
 
 
