@@ -37,5 +37,18 @@ def log_table(trainer: Trainer, key: str, rows: list[dict]) -> Path:
         path.with_suffix(".md").write_text(markdown_table(rows))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and rows:
-                logger.log_table(key=key, columns=columns, data=[list(r.values()) for r in rows])
+                logger.log_table(key=key, columns=columns, data=wandb_rows(rows, columns))
     return path
+
+
+def wandb_rows(rows: list[dict], columns: list[str]) -> list[list]:
+    """Rows as W&B wants them: a column holding numbers holds None where a row has no number
+    (a Markdown table's blank ""), or wandb.Table refuses the mixed column."""
+    numeric = {c for c in columns if any(isinstance(r.get(c), (int, float)) for r in rows)}
+    return [
+        [
+            None if c in numeric and not isinstance(r.get(c), (int, float)) else r.get(c)
+            for c in columns
+        ]
+        for r in rows
+    ]
