@@ -87,7 +87,11 @@ from bench.common import (
     write_results,
 )
 from lightning_modules.trading.backtest import deflated_sharpe_ratio, performance, sharpe_interval
-from lightning_modules.trading.evaluation import Backtester, ensemble_weights
+from lightning_modules.trading.evaluation import (
+    Backtester,
+    BestValidationPolicy,
+    ensemble_weights,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/ppo_trader.yaml"
@@ -244,7 +248,7 @@ def resolve(ablation: str, market: str, args: argparse.Namespace) -> dict:
     if args.epochs:
         set_path(config, "trainer.max_epochs", args.epochs)
     config["trainer"] = {k: v for k, v in config["trainer"].items() if k not in NOT_TRAINING}
-    config.pop("checkpoint", None)  # replaced by BestValidation
+    config.pop("checkpoint", None)  # replaced by BestValidationPolicy
     return config
 
 
@@ -272,21 +276,6 @@ def build(config: dict) -> tuple[L.LightningDataModule, L.LightningModule]:
 
 
 # ---------------------------------------------------------------------------- one fit
-class BestValidation(L.Callback):
-    """Every epoch's validation Sharpe, and the policy of the best (as ModelCheckpoint with
-    monitor val/sharpe, mode max, keeps it)."""
-
-    def __init__(self) -> None:
-        self.val_sharpes: list[float] = []
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        sharpe = float(trainer.callback_metrics["val/sharpe"])
-        if not self.val_sharpes or sharpe > max(self.val_sharpes):
-            self.state = {k: v.detach().clone() for k, v in module.policy.state_dict().items()}
-        self.val_sharpes.append(sharpe)
-
-
 def test_record(metrics: dict[str, float], runs: list) -> dict:
     """The test figures a table reads, and the daily net log returns (one traded asset)."""
     [(_, positions, returns)] = runs  # every market here trades one asset
@@ -304,7 +293,7 @@ def fit(config: dict, seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
     if seed != datamodule.seed:  # the market stays data.seed's; the episode draws follow `seed`
         datamodule.train_env.seed(seed)
         datamodule.train_env.reset()
-    best = BestValidation()
+    best = BestValidationPolicy()
     with tempfile.TemporaryDirectory() as root:
         trainer = quiet_trainer(**config["trainer"], default_root_dir=root, callbacks=[best])
         started = time.perf_counter()

@@ -5,7 +5,7 @@ s when t+1 (the day its order fills and its reward is realized) and every day fr
 to t carry label s, and t >= observation_span. With embargo_days >= observation_span no observation
 and no reward ever touches a day of another split, whichever order the splits come in.
 
-Three ways to label days (`split_mode`):
+Three ways to label days (`--data.splits.mode`):
 
 - "date": train up to `train_end`, valid up to `valid_end`, test after.
 - "walk_forward": the days up to `valid_end` are cut into folds + 1 equal chunks; fold k trains on

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from callbacks import log_figure, log_table
@@ -349,6 +349,22 @@ class Backtester:
             log_table(trainer, key, [{k: v for k, v in t.items() if k != "_span"} for t in worst])
             title = f"{asset.name}: the {len(worst)} worst trades of the {prefix} split"
             log_figure(trainer, key, worst_trades_figure(asset.dates, asset.close, worst, title))
+
+
+class BestValidationPolicy(Callback):
+    """Every validation epoch's Sharpe, and a copy of the policy with the best one: what a
+    ModelCheckpoint(monitor="val/sharpe", mode="max") keeps, without writing files (tests and
+    benchmarks that fit in process)."""
+
+    def __init__(self) -> None:
+        self.val_sharpes: list[float] = []
+        self.state: dict[str, Tensor] | None = None
+
+    def on_validation_end(self, trainer: Trainer, module: LightningModule) -> None:
+        sharpe = float(trainer.callback_metrics["val/sharpe"])
+        if not self.val_sharpes or sharpe > max(self.val_sharpes):
+            self.state = {k: v.detach().clone() for k, v in module.policy.state_dict().items()}
+        self.val_sharpes.append(sharpe)
 
 
 def edge_verdict(metrics: dict[str, float]) -> str:

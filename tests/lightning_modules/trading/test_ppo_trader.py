@@ -14,7 +14,11 @@ from casebook_runner import casebook
 
 from datamodules.trading import MarketDataModule, SyntheticMarket, write_market_csv
 from lightning_modules.trading import A2CTrader, PPOConfig, PPOTrader, TemporalConvPolicy
-from lightning_modules.trading.evaluation import backtest_positions, ensemble_weights
+from lightning_modules.trading.evaluation import (
+    BestValidationPolicy,
+    backtest_positions,
+    ensemble_weights,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 # A small planted market (10 years, AR(1) 0.4 momentum) and an agent sized like the shipped
@@ -38,7 +42,7 @@ def fit(tmp_path, signal="momentum", strength=0.4, epochs=6, agent=PPOTrader, se
         action_mode=datamodule.action_mode,
         **SMALL_AGENT,
     )
-    best = BestValidation()
+    best = BestValidationPolicy()
     trainer = L.Trainer(
         max_epochs=epochs,
         logger=False,
@@ -52,19 +56,6 @@ def fit(tmp_path, signal="momentum", strength=0.4, epochs=6, agent=PPOTrader, se
     trainer.fit(model, datamodule)
     model.policy.load_state_dict(best.state)
     return trainer, model
-
-
-class BestValidation(L.Callback):
-    """Keeps the policy of the best validation Sharpe, as the shipped config's checkpoint does."""
-
-    def __init__(self) -> None:
-        self.sharpe, self.state = float("-inf"), None
-
-    def on_validation_end(self, trainer, module) -> None:
-        sharpe = float(trainer.callback_metrics["val/sharpe"])
-        if sharpe > self.sharpe:
-            self.sharpe = sharpe
-            self.state = {k: v.clone() for k, v in module.policy.state_dict().items()}
 
 
 def test_ppo_captures_most_of_a_planted_edge_on_unseen_days(tmp_path):
