@@ -17,20 +17,42 @@ dependency; for samplers whose order is a function of (seed, epoch), counting ba
   class-balanced; under DDP each rank takes its share of the same draws.
 - `gather_from_ranks`: a datamodule's per-rank state (the trading environments) for a checkpoint.
 
-Random draws inside DataLoader workers are not resumed (each worker restarts its stream at the
-epoch's start): with `num_workers > 0` the order is exact, per-item randomness is not.
+Per-item randomness (augmentation, a random frame) is resumed by construction rather than saved:
+a dataset that sets `keyed_by_epoch = True` gets `EpochItem(epoch, index)` keys from a
+`ResumableDataLoader` and draws from `item_generator(seed, epoch, index)`. A random stream
+would not do with `num_workers > 0`: each (persistent) worker's stream depends on which items it
+happened to load before, which a resumed run, with fresh workers and the first batches skipped,
+cannot repeat.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
+
+
+class EpochItem(NamedTuple):
+    """The key a `ResumableDataLoader` hands a dataset with `keyed_by_epoch = True`, in place of
+    the bare index: which item, and in which epoch it is drawn."""
+
+    epoch: int
+    index: int
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator whose draws are a function of (seed, epoch, index) only: the same in the main
+    process or any worker, in any order, so a resumed epoch draws what the interrupted one did."""
+    # A hash, not seed * a + epoch * b + index: nearby keys must not give overlapping streams.
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
 
 
 def gather_from_ranks(state: Any) -> list[Any]:
@@ -162,14 +184,25 @@ class ResumableDataLoader(DataLoader):
     Give it a `generator`: each iterator draws its workers' base seed from it, instead of from the
     global torch generator, so building an epoch's iterator (which a resumed run does before the
     global random state is restored) leaves the global random state alone.
+
+    A dataset with `keyed_by_epoch = True` is indexed with `EpochItem(epoch, index)`, the epoch
+    being the one Lightning set on this loader's samplers.
     """
 
     _yielded = 0  # batches of the current epoch handed out (skipped ones included)
     _resume_at = 0
     _epoch_generator_state: torch.Tensor | None = None  # self.generator before this epoch's draw
 
+    @property
+    def epoch(self) -> int:
+        """The epoch Lightning last set on this loader's samplers (`set_epoch`), 0 before that."""
+        for sampler in (getattr(self.batch_sampler, "sampler", None), self.sampler):
+            if isinstance(getattr(sampler, "epoch", None), int):
+                return sampler.epoch
+        return 0
+
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"batches_yielded": self._yielded}
+        state: dict[str, Any] = {"batches_yielded": self._yielded, "epoch": self.epoch}
         if self.generator is not None:
             state["generator"] = self.generator.get_state()
             state["epoch_generator"] = self._epoch_generator_state
@@ -183,6 +216,19 @@ class ResumableDataLoader(DataLoader):
         generator = state_dict.get("epoch_generator" if mid_epoch else "generator")
         if self.generator is not None and generator is not None:
             self.generator.set_state(generator)  # the same worker seeds as the interrupted epoch
+        if "epoch" in state_dict:
+            # A resumed run builds its first iterator before Lightning's set_epoch, and workers
+            # draw their first indices as it is built: they must draw the resumed epoch's.
+            _set_sampler_epoch(self, state_dict["epoch"] + (yielded >= len(self)))
+
+    @property
+    def _index_sampler(self):
+        # What torch's DataLoader iterates for the keys it hands the dataset, in the main process
+        # or the workers: read once per iterator (persistent workers keep it across epochs).
+        batches = super()._index_sampler
+        if not getattr(self.dataset, "keyed_by_epoch", False):
+            return batches
+        return _EpochKeys(batches, self)
 
     def __iter__(self) -> Iterator[Any]:
         start, self._resume_at = self._resume_at, 0
@@ -200,3 +246,18 @@ class ResumableDataLoader(DataLoader):
         for batch in itertools.islice(batches, discard, None):
             self._yielded += 1
             yield batch
+
+
+class _EpochKeys:
+    """`batches` (lists of indices) as lists of `EpochItem`s of `loader`'s epoch when iterated."""
+
+    def __init__(self, batches, loader: ResumableDataLoader) -> None:
+        self.batches, self.loader = batches, loader
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[EpochItem]]:
+        epoch = self.loader.epoch
+        for batch in self.batches:
+            yield [EpochItem(epoch, index) for index in batch]

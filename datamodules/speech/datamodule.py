@@ -306,6 +306,8 @@ class SpeechDataModule(L.LightningDataModule):
             seed=self.hparams.seed,
         )
         # Training resumes mid-epoch (`--ckpt_path last`) with the batches it had not reached.
+        # Every loader seeds its workers from a generator of its own, not the global one: a
+        # resumed run builds its persistent validation iterator anew, the uninterrupted one not.
         train = split == "train"
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
@@ -313,7 +315,7 @@ class SpeechDataModule(L.LightningDataModule):
             collate_fn=self._collator,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.hparams.seed) if train else None,
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -327,17 +329,3 @@ class SpeechDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
-
-    # ------------------------------------------------------------------ resume
-
-    def state_dict(self) -> dict:
-        """The training augmentation's random stream, saved in checkpoints so a resumed run
-        augments the rest of the epoch as the uninterrupted run would."""
-        train = self.datasets.get("train")
-        state = train.augment_state() if train is not None else None
-        return {"train_augment": state} if state is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        if "train_augment" in state_dict:
-            self.setup("fit")  # Lightning has done it already; a no-op then
-            self.datasets["train"].load_augment_state(state_dict["train_augment"])

@@ -6,10 +6,11 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 from transformers import Wav2Vec2Processor
 
 from datamodules.errors import DataError
+from datamodules.resume import EpochItem, item_generator
 from datamodules.speech.augment import WaveformAugment
 from datamodules.speech.sources import BadInputPolicy, Utterance
 
@@ -34,12 +35,14 @@ def load_waveform(path, sample_rate: int) -> torch.Tensor:
 class SpeechDataset(Dataset):
     """Items `{"id", "text", "waveform" (samples,), "labels" [ids]}` for checked utterances.
 
-    `augment` runs on every read. Its randomness is reproducible: with `fixed_noise` (noisy
-    evaluation) each item draws from a generator seeded by (seed, index), so every epoch sees
-    the same noise; otherwise (training) from a stream seeded by `seed` in the main process or by
-    the DataLoader's per-worker seed in workers (itself derived from the main seed, so
-    `seed_everything` makes it repeatable).
+    `augment` runs on every read, drawing from `item_generator(seed, epoch, index)`: the same
+    draws in the main process or a DataLoader worker, so a resumed run augments as the
+    uninterrupted one did. The training loader (`ResumableDataLoader`) indexes it with
+    `EpochItem(epoch, index)`, so each epoch draws anew; a plain index draws as epoch 0. With
+    `fixed_noise` (noisy evaluation) the epoch is ignored: every epoch sees the same noise.
     """
+
+    keyed_by_epoch = True  # see datamodules.resume
 
     def __init__(
         self,
@@ -58,7 +61,6 @@ class SpeechDataset(Dataset):
         self.fixed_noise = fixed_noise
         self.seed = seed
         self.policy = policy or BadInputPolicy("error")
-        self._stream: tuple[object, torch.Generator] | None = None
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -67,27 +69,8 @@ class SpeechDataset(Dataset):
     def durations(self) -> list[float]:
         return [u.num_samples / self.sample_rate for u in self.utterances]
 
-    def _generator(self, index: int) -> torch.Generator:
-        if self.fixed_noise:
-            return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        worker = get_worker_info()
-        key = worker.id if worker is not None else None
-        if self._stream is None or self._stream[0] != key:
-            seed = worker.seed if worker is not None else self.seed
-            self._stream = (key, torch.Generator().manual_seed(seed))
-        return self._stream[1]
-
-    def augment_state(self) -> torch.Tensor | None:
-        """The main process's augmentation stream (None without one), for checkpoints."""
-        if self._stream is None or self._stream[0] is not None:
-            return None
-        return self._stream[1].get_state()
-
-    def load_augment_state(self, state: torch.Tensor) -> None:
-        self._stream = (None, torch.Generator())
-        self._stream[1].set_state(state)
-
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | EpochItem) -> dict | None:
+        epoch, index = key if isinstance(key, EpochItem) else (0, key)
         utt = self.utterances[index]
         try:
             wave = load_waveform(utt.audio_path, self.sample_rate)
@@ -97,7 +80,8 @@ class SpeechDataset(Dataset):
             self.policy.reject(self.split, "unreadable_audio", message)
             return None  # skip mode: the collator drops it
         if self.augment is not None:
-            wave = self.augment(wave, self._generator(index))
+            epoch = 0 if self.fixed_noise else epoch
+            wave = self.augment(wave, item_generator(self.seed, epoch, index))
         return {"id": utt.id, "text": utt.text, "waveform": wave, "labels": list(utt.label_ids)}
 
 

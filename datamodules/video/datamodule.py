@@ -115,8 +115,8 @@ class InstructionalVideoDataModule(L.LightningDataModule):
             task: align (whole videos with their steps) or pretrain ((frame, step text) pairs).
             batch_size: videos (align) or pairs (pretrain) per batch.
             num_workers: DataLoader worker processes.
-            seed: seed of the procedural generator (the same seed gives the same videos) and of
-                the training order.
+            seed: seed of the procedural generator (the same seed gives the same videos), of
+                the training order and of the frame drawn from each step (pretrain).
             num_train_videos: procedural videos in the train split.
             num_val_videos: procedural videos in the valid split.
             num_test_videos: procedural videos in the test split (each has a held-out step).
@@ -279,17 +279,25 @@ class InstructionalVideoDataModule(L.LightningDataModule):
                 self.videos[split], self._loader(), self.input_key, self.hparams.num_frames
             )
         return FrameTextPairDataset(
-            self.videos[split], self._loader(), self.input_key, random_frame=split == "train"
+            self.videos[split],
+            self._loader(),
+            self.input_key,
+            random_frame=split == "train",
+            seed=self.hparams.seed,
         )
 
     def _dataloader(self, dataset: Dataset, collate) -> DataLoader:
         workers = self.hparams.num_workers
+        # Its workers' seeds from a generator of its own, not the global one: a resumed run builds
+        # its persistent validation iterator anew, the uninterrupted one not, so drawing them from
+        # the global generator would leave training on other random draws after a resume.
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=collate,
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def _collate(self):

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from datamodules.errors import DataError
+from datamodules.resume import EpochItem, item_generator
 from datamodules.video.annotations import AnnotatedVideo, frame_labels
 
 IGNORE_INDEX = -100  # frame_labels at padding, as torch.nn.functional.cross_entropy expects
@@ -90,9 +91,14 @@ class StepAlignmentDataset(Dataset):
 class FrameTextPairDataset(Dataset):
     """Item: one frame inside a step's segment and that step's text; one item per step.
 
-    With `random_frame` (training) the frame is drawn anew each time; otherwise it is the
-    segment's middle frame, so validation and test batches are fixed.
+    With `random_frame` (training) the frame is drawn anew each epoch, from
+    `item_generator(seed, epoch, index)` (`EpochItem` keys from the training loader; a plain
+    index draws as epoch 0), so a resumed run draws the frames the uninterrupted one did, with
+    DataLoader workers too; otherwise it is the segment's middle frame, so validation and test
+    batches are fixed.
     """
+
+    keyed_by_epoch = True  # see datamodules.resume
 
     def __init__(
         self,
@@ -100,20 +106,23 @@ class FrameTextPairDataset(Dataset):
         loader: FrameLoader,
         input_key: str = "frames",
         random_frame: bool = True,
+        seed: int = 0,
     ) -> None:
         self.videos, self.loader, self.input_key = videos, loader, input_key
-        self.random_frame = random_frame
+        self.random_frame, self.seed = random_frame, seed
         self.steps = [(v, k) for v, video in enumerate(videos) for k in range(len(video.texts))]
 
     def __len__(self) -> int:
         return len(self.steps)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | EpochItem) -> dict:
+        epoch, index = key if isinstance(key, EpochItem) else (0, key)
         v, k = self.steps[index]
         video = self.videos[v]
         start, end = (int(i) for i in video.segments[k])
         if self.random_frame:
-            frame = int(torch.randint(start, end + 1, ()))
+            generator = item_generator(self.seed, epoch, index)
+            frame = int(torch.randint(start, end + 1, (), generator=generator))
         else:
             frame = (start + end) // 2
         return {

@@ -1,7 +1,7 @@
 """Resume exactly: a run stopped in the middle of an epoch and resumed with `--ckpt_path last`
 ends with the weights and the validation metrics of the uninterrupted run, for every task.
 
-Each task runs tiny, twice: A uninterrupted, B stopped by `stop_training.StopAt` at the start of
+Each task runs tiny (speech and video also with two DataLoader workers), twice: A uninterrupted, B stopped by `stop_training.StopAt` at the start of
 a batch of its second epoch, then resumed. Stops: SIGTERM (Lightning finishes the batch, then
 `ExactResume` writes last.ckpt), in this process or in a `casebook` subprocess; and SIGKILL of a
 subprocess, which resumes from the last periodic checkpoint (`--latest.every_n_train_steps`).
@@ -77,12 +77,18 @@ TASKS = {
         "--model.freeze_encoders=false", "--model.hidden=16", "--model.layers=1",
     ],
 }  # fmt: skip
+# The SLURM templates run speech and video with DataLoader workers, where the per-item draws (the
+# speech noise, the frame drawn from each step) happen.
+for task in ("speech_teacher", "clip_pretrainer"):
+    TASKS[f"{task}_workers"] = [*TASKS[task], "--data.num_workers=2"]
 # How B stops (at the start of batch 1 or 2 of epoch 1; every task has 3 or 4 batches an epoch).
 STOPS = {
     "ppo_trader": ("subprocess", "SIGTERM", 1),
     "speech_teacher": ("in-process", "SIGTERM", 0),
     "speech_student": ("in-process", "SIGTERM", 0),
     "clip_pretrainer": ("in-process", "SIGTERM", 1),
+    "speech_teacher_workers": ("in-process", "SIGTERM", 0),
+    "clip_pretrainer_workers": ("in-process", "SIGTERM", 1),
     # killed after the periodic checkpoint of step 6 (epoch 1, batch 1), before batch 2
     "step_aligner": ("subprocess", "SIGKILL", 2),
 }

@@ -5,7 +5,13 @@ from lightning.fabric.utilities.data import _replace_dunder_methods
 from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from datamodules.resume import ResumableBatchSampler, ResumableDataLoader, SeededRandomSampler
+from datamodules.resume import (
+    EpochItem,
+    ResumableBatchSampler,
+    ResumableDataLoader,
+    SeededRandomSampler,
+    item_generator,
+)
 from datamodules.speech.batching import DurationBatchSampler, EpochSampler
 
 DATASET = list(range(22))
@@ -97,3 +103,52 @@ def test_ddp_rebuilds_a_resumable_loader_with_a_shuffling_distributed_sampler():
         assert isinstance(rebuilt.batch_sampler, ResumableBatchSampler)
         ranks.append([b.tolist() for b in rebuilt])
     assert sorted(i for batches in ranks for b in batches for i in b) == DATASET
+
+
+class NoisyItems(torch.utils.data.Dataset):
+    """Item i of an epoch: (i, a random draw), as an augmented dataset would draw it."""
+
+    keyed_by_epoch = True
+
+    def __len__(self) -> int:
+        return len(DATASET)
+
+    def __getitem__(self, key: EpochItem) -> torch.Tensor:
+        draw = torch.rand((), generator=item_generator(seed=7, epoch=key.epoch, index=key.index))
+        return torch.stack([torch.tensor(float(key.index)), draw])
+
+
+def noisy_loader() -> ResumableDataLoader:
+    return ResumableDataLoader(
+        NoisyItems(),
+        batch_sampler=ResumableBatchSampler(SeededRandomSampler(DATASET), 4, drop_last=False),
+        num_workers=2,
+        persistent_workers=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def test_per_item_draws_in_workers_resume_exactly_in_a_later_epoch():
+    uninterrupted, epochs = noisy_loader(), []
+    for epoch in (0, 1):
+        uninterrupted.batch_sampler.sampler.set_epoch(epoch)  # as Lightning does
+        epochs.append([batch.tolist() for batch in uninterrupted])
+    draws = [{i: d for batch in batches for i, d in batch} for batches in epochs]
+    assert draws[0].keys() == draws[1].keys() and draws[0] != draws[1]  # new draws each epoch
+
+    interrupted = noisy_loader()
+    interrupted.batch_sampler.sampler.set_epoch(1)
+    assert first(interrupted, 2) == epochs[1][:2]
+    # A resumed run loads the state and builds the iterator before Lightning's set_epoch; the
+    # workers start fresh and draw their first items at once.
+    resumed = noisy_loader()
+    resumed.load_state_dict(interrupted.state_dict())
+    assert [batch.tolist() for batch in resumed] == epochs[1][2:]
+
+
+def test_per_item_draws_are_a_function_of_seed_epoch_and_index_only():
+    def draw(*key):
+        return torch.rand(4, generator=item_generator(*key))
+
+    assert torch.equal(draw(0, 1, 2), draw(0, 1, 2))
+    assert len({tuple(draw(*key).tolist()) for key in [(0, 1, 2), (0, 2, 1), (1, 1, 2)]}) == 3
