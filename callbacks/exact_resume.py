@@ -10,7 +10,11 @@ boundary (`SIGTERMException`) without saving anything. This callback adds both:
 - the global random state (Python, NumPy, torch CPU and CUDA) in every checkpoint, every DDP rank's
   own, restored when training resumes;
 - on SIGTERM while training, the run's `last.ckpt` (ModelCheckpoint's, so `--ckpt_path last`
-  resumes from it).
+  resumes from it). A SIGTERM during validation or the sanity check is held until that pass
+  ends, and acted on at the next batch boundary of training: Lightning would stop in the middle
+  of the pass, where no checkpoint resumes (a resumed run skips the rest of that validation, so
+  the best checkpoint and early stopping would never see it). A validation longer than the
+  cluster's grace period after SIGTERM ends with its SIGKILL, and the previous `last.ckpt` stands.
 
 The data order is the datamodules' part (`datamodules.resume`: loaders with a state); this
 callback only works around a Lightning bug that drops that state (`load_forgotten_loader_states`).
@@ -101,6 +105,7 @@ class ExactResume(Callback):
         self.save_on_sigterm = save_on_sigterm
         self.restore_random_state = restore_random_state
         self._saved_states: list[dict[str, Any]] | None = None
+        self._held_sigterm = False
 
     # ------------------------------------------------------------------ random state
     def state_dict(self) -> dict[str, Any]:
@@ -128,12 +133,29 @@ class ExactResume(Callback):
             )
 
     # ------------------------------------------------------------------ SIGTERM
+    def on_validation_batch_end(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        # Lightning's evaluation loop raises SIGTERMException right after this hook; holding the
+        # flag (Lightning has no public setter) lets the pass finish. Every DDP rank holds its own.
+        if (
+            self.save_on_sigterm
+            and trainer.state.fn == TrainerFn.FITTING
+            and trainer.received_sigterm
+        ):
+            trainer._signal_connector.received_sigterm = False
+            self._held_sigterm = True
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._held_sigterm:  # the training loop raises at its next batch boundary
+            trainer._signal_connector.received_sigterm = True
+            self._held_sigterm = False
+
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
         # Only SIGTERM: Lightning raises it between batches, where the state is whole. Any other
-        # exception may come from inside a step, with the weights half updated. During validation
-        # the epoch's last checkpoint stands (the validation would be lost).
+        # exception may come from inside a step, with the weights half updated. A SIGTERM during
+        # validation is held until the pass ends (above), unless it lands between that hook and
+        # Lightning's check: no checkpoint resumes from mid-pass, so the last one stands.
         if (
             not self.save_on_sigterm
             or not isinstance(exception, SIGTERMException)

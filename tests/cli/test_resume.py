@@ -7,7 +7,8 @@ a batch of its second epoch, then resumed. Stops: SIGTERM (Lightning finishes th
 subprocess, which resumes from the last periodic checkpoint (`--latest.every_n_train_steps`).
 The one thing that differs: Lightning does not checkpoint the running means of metrics logged
 with `on_epoch=True`, so the interrupted epoch's `train/...` epoch values average only the
-batches after the resume. Every validation after the resume matches.
+batches after the resume. Every validation after the resume matches. A SIGTERM during validation
+or the sanity check lets the pass finish and stops at the next training batch, as exactly.
 """
 
 import json
@@ -165,4 +166,37 @@ def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(
     different = [name for name in expected if not torch.equal(weights[name], expected[name])]
     assert not different, f"weights differ after the resume: {different[:5]}"
     assert val_metrics(uninterrupted), "no validation metrics to compare"
+    assert val_metrics(resumed) == val_metrics(uninterrupted)
+
+
+@pytest.mark.parametrize("during", ["sanity_check", "validation"])
+def test_sigterm_during_validation_or_the_sanity_check_leaves_a_last_ckpt_that_resumes_exactly(
+    during, tmp_path, tiny_speech_env
+):
+    # two validation batches, so that Lightning would stop between them
+    args = [
+        *TASKS["clip_pretrainer"], "--data.num_val_videos=3", "--trainer.limit_val_batches=2",
+        "--trainer.num_sanity_val_steps=2",
+    ]  # fmt: skip
+    uninterrupted = fit([*args, f"--trainer.default_root_dir={tmp_path / 'a'}"])
+
+    root = tmp_path / "b"
+    stop = {"class_path": "stop_training.StopInValidation"}
+    stop["init_args"] = {"sanity_check": during == "sanity_check"}
+    stopped = [
+        *args,
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.callbacks+={json.dumps(stop)}",
+    ]
+    result = casebook("fit", *stopped, *QUIET, env=tiny_speech_env, cwd=tmp_path)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "stopped by SIGTERM" in result.stderr
+    # the pass finished, then training stopped at its next batch boundary
+    saved = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] >= 1
+
+    resumed = fit([*args, f"--trainer.default_root_dir={root}", "--ckpt_path", "last"])
+    weights, expected = resumed.model.state_dict(), uninterrupted.model.state_dict()
+    different = [name for name in expected if not torch.equal(weights[name], expected[name])]
+    assert not different, f"weights differ after the resume: {different[:5]}"
     assert val_metrics(resumed) == val_metrics(uninterrupted)

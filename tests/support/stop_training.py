@@ -18,3 +18,17 @@ class StopAt(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class StopInValidation(Callback):
+    """Sends SIGTERM to this process when the first batch of the sanity check (`sanity_check`)
+    or of the first validation after training began starts."""
+
+    def __init__(self, sanity_check: bool = False) -> None:
+        super().__init__()
+        self.sanity_check, self.sent = sanity_check, False
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not self.sent and trainer.sanity_checking == self.sanity_check:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
