@@ -12,6 +12,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from casebook.hardware import cpu, cpu_line  # noqa: F401 (the benchmarks import cpu_line here)
+
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -20,38 +22,13 @@ def load_average() -> tuple[float, float, float]:
     return tuple(round(x, 2) for x in os.getloadavg())
 
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def cpu() -> tuple[str, list[str]]:
-    """The CPU model and which of the ISA extensions that decide int8/bf16 speed it has
-    (from /proc/cpuinfo; "unknown" elsewhere)."""
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, [f for f in ISA_FLAGS if f in flags]
-
-
-def cpu_line() -> str:
-    """`Intel(R) Xeon(R) Processor (avx2 avx512f avx512_vnni ...)`, for a table's caption."""
-    model, flags = cpu()
-    return f"{model} ({' '.join(flags) or 'no AVX2'})"
-
-
 def machine() -> dict:
     """Where and when a run happened, printed and saved with every result."""
     model, flags = cpu()
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": model,
-        "isa": flags,
+        "isa": list(flags),
         "load_average": load_average(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

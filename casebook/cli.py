@@ -16,6 +16,7 @@ What it adds to LightningCLI, and nothing task-specific:
 - W&B as the default logger, offline unless credentials exist, written under ``default_root_dir``;
 - ``casebook test`` writes ``<default_root_dir>/test_metrics.json``;
 - ``casebook doctor`` (``casebook/doctor.py``) checks a recipe and exits 1 if a check fails;
+- ``--trainer.precision bf16-mixed`` on a CPU without bf16 hardware runs in 32-true (one line says so);
 - bad input and non-finite training stop with one line, not a stack trace;
 - commands that are not a Trainer's (``EXTRA_COMMANDS``): ``casebook market out.csv --signal momentum``.
 """
@@ -38,6 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks import ExactResume, LatestCheckpoint, NonFiniteError
 from casebook.doctor import DoctorTrainer
+from casebook.hardware import cpu_line, native_bf16
 from datamodules.errors import DataError
 from datamodules.hparams import load_checkpoint
 
@@ -125,6 +127,7 @@ class CasebookCLI(LightningCLI):
             root = str(Path(root) / f"sweep-{sweep_id}" / run_id)
             config.trainer.default_root_dir = root
             config.checkpoint.dirpath = config.latest.dirpath = checkpoint_dir(root)
+        keep_bf16_off_emulating_cpus(config.trainer)
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init_args = getattr(logger, "init_args", None)
@@ -207,6 +210,22 @@ class CasebookCLI(LightningCLI):
         """``casebook doctor`` exits 1 when a check fails (the table is printed and saved)."""
         if self.trainer.doctor_report.failed:
             sys.exit(1)
+
+
+def keep_bf16_off_emulating_cpus(trainer_config) -> None:
+    """bf16 autocast on a CPU without bf16 hardware (AVX-512 BF16 or AMX) is emulated, many times
+    slower than float32: train such a run in 32-true instead, and say so in one line. CUDA runs
+    and CPUs with bf16 keep what the config asks for."""
+    precision = str(trainer_config.precision)
+    accelerator = str(trainer_config.accelerator)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision.startswith("bf16") and on_cpu and not native_bf16():
+        trainer_config.precision = "32-true"
+        print(
+            f"casebook: precision {precision} asked for, but this CPU, {cpu_line()}, has no bf16 "
+            "hardware (avx512_bf16/amx_bf16) and would emulate it many times slower: using 32-true",
+            file=sys.stderr,
+        )
 
 
 def stated_error(error: BaseException | None) -> DataError | NonFiniteError | None:

@@ -3,7 +3,13 @@ weight-decay parameter groups and learning-rate schedules (the README's "Trainin
 switches")."""
 
 from lightning_modules.common.layers import Init, Norm, init_weights, make_norm
-from lightning_modules.common.optim import Schedule, build_scheduler, decay_groups, lr_multiplier
+from lightning_modules.common.optim import (
+    Schedule,
+    build_scheduler,
+    decay_groups,
+    lr_multiplier,
+    time_budget_used,
+)
 
 __all__ = [
     "Init",
@@ -14,4 +20,5 @@ __all__ = [
     "init_weights",
     "lr_multiplier",
     "make_norm",
+    "time_budget_used",
 ]

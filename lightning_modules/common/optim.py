@@ -10,6 +10,9 @@ Schedules (`Schedule`), each after an optional linear warm-up from lr/warmup to 
 - flat_cosine: flat for 75% of the steps after warm-up, then cosine to 0 (fastai's fit_flat_cos);
 - one_cycle: up from lr/25 to lr over the warm-up (30% of the run when `warmup_steps` is 0) and
   down to lr/25e4, both halves cosine (Smith & Topin 2019; torch's OneCycleLR defaults).
+A run limited by `--trainer.max_time` follows its time budget: the schedule's progress is the
+larger of the share of steps done and the share of the time budget used (`time_budget_used`, from
+Lightning's Timer, which a resumed run restores), so a run cut by its clock still ends annealed.
 Hand-written as one multiplier rather than torch's OneCycleLR and friends: PPO (manual
 optimization) reads the same multiplier, and `build_scheduler`'s LambdaLR leaves the rate of a
 parameter group added after it was built (BackboneFinetuning's backbone group) to whoever added
@@ -19,10 +22,11 @@ it, where torch's schedulers fail on a group they have not seen.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -39,30 +43,45 @@ def _cosine(progress: float) -> float:
 
 
 def lr_multiplier(
-    schedule: Schedule, step: int, total_steps: float, warmup_steps: int = 0
+    schedule: Schedule,
+    step: int,
+    total_steps: float,
+    warmup_steps: int = 0,
+    time_used: float | None = None,
 ) -> float:
     """The factor of the peak learning rate at optimizer step `step` (0-based) of `total_steps`.
 
-    A run of unknown length (`total_steps` infinite, e.g. max_epochs=-1) stays at the peak after
-    warm-up; so does one no longer than its warm-up.
+    `time_used`: the share (0..1) of a time budget used, for runs limited by time; the schedule
+    then follows whichever of steps and time runs out first. A run of unknown length (`total_steps`
+    infinite, e.g. max_epochs=-1, and no time budget) stays at the peak after warm-up; so does one
+    no longer than its warm-up.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+    finite = math.isfinite(total_steps)
     if schedule == "one_cycle":
-        if not math.isfinite(total_steps):
+        if not finite and time_used is None:
             raise ValueError(
-                "lr_schedule one_cycle needs a run of known length (max_steps or max_epochs)"
+                "lr_schedule one_cycle needs a run of known length (max_steps, max_epochs or "
+                "max_time)"
             )
-        rise = warmup_steps or max(1, round(ONE_CYCLE_START * total_steps))
+        # One progress over the whole run; the rise is the warm-up's share of the steps when
+        # both are known, else 30% of the run.
+        done = max(step / total_steps if finite else 0.0, time_used or 0.0)
+        rise = warmup_steps / total_steps if warmup_steps and finite else ONE_CYCLE_START
         low, end = 1.0 / ONE_CYCLE_DIV, 1.0 / (ONE_CYCLE_DIV * ONE_CYCLE_FINAL_DIV)
-        if step < rise:
-            return low + (1.0 - low) * (1.0 - _cosine(step / rise))
-        return end + (1.0 - end) * _cosine((step - rise) / max(1.0, total_steps - rise))
+        if done < rise:
+            return low + (1.0 - low) * (1.0 - _cosine(done / rise))
+        return end + (1.0 - end) * _cosine((done - rise) / max(1e-9, 1.0 - rise))
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    if schedule == "constant" or not math.isfinite(total_steps) or total_steps <= warmup_steps:
+    if schedule == "constant":
         return 1.0
-    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    progress = time_used or 0.0
+    if finite and total_steps > warmup_steps:
+        progress = max(progress, (step - warmup_steps) / (total_steps - warmup_steps))
+    elif time_used is None:
+        return 1.0
     if schedule == "linear":
         return max(0.0, 1.0 - progress)
     if schedule == "cosine":
@@ -81,13 +100,34 @@ class ScheduleLR(LambdaLR):
         return scheduled + [group["lr"] for group in self.optimizer.param_groups[len(scheduled) :]]
 
 
+def time_budget_used(trainer) -> float | None:
+    """The share (0..1) of `--trainer.max_time` this fit has used, from Lightning's Timer callback
+    (whose elapsed time a resumed run restores from its checkpoint); None without a time limit."""
+    timer = next((c for c in getattr(trainer, "callbacks", ()) if isinstance(c, Timer)), None)
+    if timer is None:
+        return None
+    remaining = timer.time_remaining("train")
+    if remaining is None:
+        return None
+    elapsed = timer.time_elapsed("train")
+    return min(1.0, elapsed / max(elapsed + remaining, 1e-9))
+
+
 def build_scheduler(
-    optimizer: Optimizer, schedule: Schedule, total_steps: float, warmup_steps: int = 0
+    optimizer: Optimizer,
+    schedule: Schedule,
+    total_steps: float,
+    warmup_steps: int = 0,
+    time_used: Callable[[], float | None] | None = None,
 ) -> ScheduleLR:
-    """A per-step LambdaLR of `lr_multiplier` (give it to Lightning with `"interval": "step"`)."""
-    lr_multiplier(schedule, 0, total_steps, warmup_steps)  # an unknown name fails here, not mid-run
+    """A per-step LambdaLR of `lr_multiplier` (give it to Lightning with `"interval": "step"`).
+    `time_used`: called at every step for the share of the time budget used (e.g.
+    `lambda: time_budget_used(self.trainer)`)."""
+    budget = time_used or (lambda: None)
+    lr_multiplier(schedule, 0, total_steps, warmup_steps, budget())  # a bad name fails here
     return ScheduleLR(
-        optimizer, lambda step: lr_multiplier(schedule, step, total_steps, warmup_steps)
+        optimizer,
+        lambda step: lr_multiplier(schedule, step, total_steps, warmup_steps, budget()),
     )
 
 

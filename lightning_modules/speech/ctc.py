@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase, Wav2Vec2ForCTC, Wav2Vec2Proces
 from callbacks import gather_from_ranks, log_figure, log_table
 from datamodules.hparams import load_checkpoint
 from datamodules.speech.text import build_processor
-from lightning_modules.common import Schedule, build_scheduler, decay_groups
+from lightning_modules.common import Schedule, build_scheduler, decay_groups, time_budget_used
 
 LABEL_PAD = -100  # label padding of the speech batches, ignored by CTC
 EVAL_STAGES = ("val", "test")
@@ -115,10 +115,12 @@ def adamw_with_warmup(
     """AdamW (no decay on biases and norms; frozen parameters left out, for BackboneFinetuning)
     with linear warmup then, by default, linear decay to zero over the run (the wav2vec2
     fine-tuning schedule of Baevski et al. 2020 and the HF CTC examples), stepped every
-    optimizer step."""
+    optimizer step; a run limited by `--trainer.max_time` decays over its time budget."""
     optimizer = torch.optim.AdamW(decay_groups(parameters, weight_decay), lr=learning_rate)
     total = module.trainer.estimated_stepping_batches
-    scheduler = build_scheduler(optimizer, schedule, total, warmup_steps)
+    scheduler = build_scheduler(
+        optimizer, schedule, total, warmup_steps, lambda: time_budget_used(module.trainer)
+    )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

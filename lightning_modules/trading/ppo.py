@@ -28,7 +28,7 @@ from torch import Tensor
 
 from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.trading.env import ActionMode
-from lightning_modules.common import Schedule, decay_groups, lr_multiplier
+from lightning_modules.common import Schedule, decay_groups, lr_multiplier, time_budget_used
 from lightning_modules.trading.evaluation import BacktestConfig
 from lightning_modules.trading.policy import TemporalConvPolicy
 from lightning_modules.trading.trader import PolicyFactory, TradingAgent, explained_variance
@@ -256,11 +256,14 @@ class PPOTrader(TradingAgent):
     def set_learning_rate(self, optimizer: torch.optim.Optimizer, batch_idx: int) -> None:
         """Manual optimization: Lightning steps no scheduler, so set the rate per iteration."""
         hp = self.hparams
-        if not (hp.anneal_lr and self.trainer.max_epochs and self.trainer.max_epochs > 0):
+        epochs = self.trainer.max_epochs
+        time_used = time_budget_used(self.trainer)  # a --trainer.max_time run anneals by time
+        if not hp.anneal_lr or ((not epochs or epochs < 0) and time_used is None):
             return
-        total = self.trainer.max_epochs * self.trainer.num_training_batches
-        iteration = self.current_epoch * self.trainer.num_training_batches + batch_idx
-        factor = lr_multiplier(hp.lr_schedule, iteration, total, hp.warmup_steps)
+        batches = self.trainer.num_training_batches
+        total = epochs * batches if epochs and epochs > 0 else math.inf
+        iteration = self.current_epoch * batches + batch_idx
+        factor = lr_multiplier(hp.lr_schedule, iteration, total, hp.warmup_steps, time_used)
         for group in optimizer.param_groups:  # each group's own peak rate, scaled
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datamodules.hparams import from_plain, plain_hyperparameters
-from lightning_modules.common import Init, Schedule, build_scheduler, decay_groups, init_weights
+from lightning_modules.common import (
+    Init,
+    Schedule,
+    build_scheduler,
+    decay_groups,
+    init_weights,
+    time_budget_used,
+)
 from lightning_modules.video.augment import cutout, mix_inputs
 from lightning_modules.video.encoders import CHECKPOINT_KEY, ClipEncoders, EncoderConfig
 from lightning_modules.video.losses import clip_loss
@@ -173,7 +180,11 @@ class ClipPretrainer(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
         total = self.trainer.estimated_stepping_batches
         scheduler = build_scheduler(
-            optimizer, self.hparams.lr_schedule, total, self.hparams.warmup_steps
+            optimizer,
+            self.hparams.lr_schedule,
+            total,
+            self.hparams.warmup_steps,
+            lambda: time_budget_used(self.trainer),
         )
         return {
             "optimizer": optimizer,

@@ -34,7 +34,14 @@ from callbacks import gather_from_ranks, log_figure, log_table
 from datamodules.errors import DataError
 from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.video.datasets import IGNORE_INDEX
-from lightning_modules.common import Init, Schedule, build_scheduler, decay_groups, init_weights
+from lightning_modules.common import (
+    Init,
+    Schedule,
+    build_scheduler,
+    decay_groups,
+    init_weights,
+    time_budget_used,
+)
 from lightning_modules.video.augment import cutout
 from lightning_modules.video.decoding import (
     decode_ordered_steps,
@@ -411,7 +418,13 @@ class StepAligner(L.LightningModule):
             return None
         optimizer = torch.optim.AdamW(groups)
         total = self.trainer.estimated_stepping_batches
-        scheduler = build_scheduler(optimizer, hp.lr_schedule, total, hp.warmup_steps)
+        scheduler = build_scheduler(
+            optimizer,
+            hp.lr_schedule,
+            total,
+            hp.warmup_steps,
+            lambda: time_budget_used(self.trainer),
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

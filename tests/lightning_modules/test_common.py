@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.common import build_scheduler, decay_groups, init_weights, make_norm
+from lightning_modules.common import (
+    build_scheduler,
+    decay_groups,
+    init_weights,
+    make_norm,
+    time_budget_used,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +103,45 @@ def test_unknown_schedule_fails_when_built():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         build_scheduler(optimizer, "step", 100)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "flat_cosine", "one_cycle"])
+def test_a_run_limited_by_time_anneals_over_its_budget_whichever_ends_first(schedule):
+    clock = {"used": 0.0}
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, schedule, math.inf, 0, lambda: clock["used"])
+    rates = []
+    for used in (0.0, 0.5, 1.0):
+        clock["used"] = used
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    start, _, end = rates
+    assert start > 0.03 and end < 1e-4  # no step limit: the clock alone brings the rate down
+    # Steps and time both known: the one further along decides.
+    steps_ahead = build_scheduler(optimizer, "linear", 100, 0, lambda: 0.2)
+    for _ in range(80):
+        optimizer.step()
+        steps_ahead.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_time_budget_used_reads_lightnings_timer_which_a_resumed_run_restores(monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+    from lightning.pytorch.callbacks import timer as timer_module
+
+    now = {"t": 1000.0}
+    monkeypatch.setattr(timer_module.time, "monotonic", lambda: now["t"])
+    timer = Timer(duration={"seconds": 100})
+    trainer = SimpleNamespace(callbacks=[timer])
+    assert time_budget_used(SimpleNamespace(callbacks=[])) is None  # no max_time: steps decide
+    timer.on_train_start(trainer, None)
+    now["t"] += 25
+    assert time_budget_used(trainer) == pytest.approx(0.25)
+    resumed = Timer(duration={"seconds": 100})
+    resumed.load_state_dict(timer.state_dict())  # as a checkpoint restores it
+    now["t"] += 1000  # a later process
+    resumed.on_train_start(SimpleNamespace(callbacks=[resumed]), None)
+    assert time_budget_used(SimpleNamespace(callbacks=[resumed])) == pytest.approx(0.25)
