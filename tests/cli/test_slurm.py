@@ -1,16 +1,16 @@
-"""SLURM: Lightning's own SLURMEnvironment and auto-requeue, and the sbatch templates' commands."""
+"""SLURM: `casebook fit` under Lightning's own SLURMEnvironment and auto-requeue, and the sbatch
+templates' commands."""
 
+import json
 import os
 import re
 import shlex
 import signal
 from pathlib import Path
 
-import lightning as L
 import pytest
+import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch import Callback
-from tiny_task import TinyDataModule, TinyRegressor
 
 from casebook.cli import CasebookCLI
 
@@ -42,46 +42,46 @@ def one_task_slurm_job(monkeypatch, tmp_path):
     return tmp_path
 
 
-class SignalAtStep(Callback):
-    def __init__(self, step: int):
-        self.step = step
+# `casebook fit` of the trading recipe, tiny: 2 epochs of 4 PPO iterations
+PPO_TRADER = [
+    "--config", str(REPO / "configs/ppo_trader.yaml"),
+    "--config", str(REPO / "configs/presets/csv.yaml"),
+    "--data.source=synthetic", "--data.synthetic.days=3000",
+    "--data.splits.train_end=2006-12-31", "--data.splits.valid_end=2008-06-30",
+    "--data.num_envs=4", "--data.episode_length=16", "--data.iterations_per_epoch=4",
+    "--model.ppo.rollout_steps=4", "--model.policy.init_args.width=4",
+    "--model.policy.init_args.depth=1", "--model.policy.init_args.hidden=8",
+    "--model.backtest.random_baselines=2", "--trainer.max_epochs=2",
+    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+]  # fmt: skip
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGUSR1)  # what SLURM sends 90 s before the time limit
 
-
-def test_lightning_selects_slurm_environment_and_sigusr1_saves_hpc_checkpoint_and_requeues(
+def test_sigusr1_saves_an_hpc_checkpoint_and_requeues_and_the_requeued_fit_resumes_from_it(
     one_task_slurm_job,
 ):
     root = one_task_slurm_job / "run"
+    command = ["fit", *PPO_TRADER, f"--trainer.default_root_dir={root}"]
+    signal_at = {"class_path": "stop_training.SignalAtStep", "init_args": {"step": 2}}
     previous = signal.getsignal(signal.SIGUSR1)
     try:
-        trainer = L.Trainer(
-            max_steps=4,
-            default_root_dir=root,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[SignalAtStep(2)],
-        )
-        assert isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)
-        trainer.fit(TinyRegressor(feature_dim=4), TinyDataModule())
+        job = CasebookCLI(args=[*command, f"--trainer.callbacks+={json.dumps(signal_at)}"])
     finally:
         signal.signal(signal.SIGUSR1, previous)
-    assert (root / "hpc_ckpt_1.ckpt").exists()
+    assert isinstance(job.trainer._accelerator_connector.cluster_environment, SLURMEnvironment)
+    saved_at = torch.load(root / "hpc_ckpt_1.ckpt", weights_only=True)["global_step"]
+    assert 2 <= saved_at < job.trainer.global_step
     assert (one_task_slurm_job / "scontrol.log").read_text().split() == ["requeue", "4242"]
 
-    # the requeued job (same job id, same default_root_dir) resumes from that checkpoint by itself
-    resumed = L.Trainer(
-        max_steps=5,
-        default_root_dir=root,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    resumed.fit(TinyRegressor(feature_dim=4), TinyDataModule())
-    assert resumed.ckpt_path == str(root / "hpc_ckpt_1.ckpt")
+    # The requeued job runs the same command (same job id, same default_root_dir) and resumes
+    # from that checkpoint by itself, to where the job would have ended.
+    try:
+        requeued = CasebookCLI(args=command)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert requeued.trainer.ckpt_path == str(root / "hpc_ckpt_1.ckpt")
+    assert requeued.trainer.global_step == job.trainer.global_step
+    weights, expected = requeued.model.state_dict(), job.model.state_dict()
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
 
 
 def expand(word: str, values: dict[str, str]) -> str:

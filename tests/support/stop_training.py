@@ -32,3 +32,17 @@ class StopInValidation(Callback):
         if not self.sent and trainer.sanity_checking == self.sanity_check:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SignalAtStep(Callback):
+    """Sends `signal` to this process once, when the first training batch that reaches optimizer
+    step `step` ends (SIGUSR1: what SLURM sends before a job's time limit)."""
+
+    def __init__(self, step: int, signal: str = "SIGUSR1") -> None:
+        super().__init__()
+        self.step, self.signal, self.sent = step, signal, False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.sent and trainer.global_step >= self.step:
+            self.sent = True
+            os.kill(os.getpid(), getattr(signal, self.signal))
