@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -57,11 +58,16 @@ DEFAULT_ROOT_DIR = "runs/default"
 
 
 def wandb_offline_unless_logged_in() -> None:
-    """W&B never prompts and never needs the network: without an API key it runs offline."""
+    """W&B never prompts and never needs the network: it runs offline unless the user chose a
+    mode (`WANDB_MODE`) or has an API key where wandb looks first: `WANDB_API_KEY`, or the netrc
+    entry `wandb login` writes (`$NETRC`, else `~/.netrc`) for the server (`WANDB_BASE_URL`'s
+    host, default api.wandb.ai). A key kept only in wandb's settings files is not looked for."""
     if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
         return
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
     try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
+        if netrc.netrc(str(path)).authenticators(host):
             return
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         pass

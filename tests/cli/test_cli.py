@@ -1,6 +1,7 @@
 """The command line as a user types it, in subprocesses (fresh interpreter, like a shell)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from casebook_runner import casebook
 
-from casebook.cli import main
+from casebook.cli import main, wandb_offline_unless_logged_in
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,6 +127,32 @@ def test_wandb_is_the_default_logger_and_runs_offline_without_credentials(
     assert list((root / "wandb").glob("offline-run-*")), (
         "expected an offline W&B run under default_root_dir"
     )
+
+
+@pytest.mark.parametrize(
+    ("environment", "netrc_host", "online"),
+    [
+        ({}, None, False),
+        ({"WANDB_API_KEY": "k" * 40}, None, True),
+        ({}, "api.wandb.ai", True),
+        ({"WANDB_BASE_URL": "https://wandb.example.org"}, "wandb.example.org", True),
+        ({"WANDB_BASE_URL": "https://wandb.example.org"}, "api.wandb.ai", False),
+    ],
+    ids=["nothing", "api-key", "netrc", "netrc-of-own-server", "netrc-of-another-server"],
+)
+def test_wandb_runs_offline_unless_an_api_key_is_where_wandb_looks(
+    environment, netrc_host, online, monkeypatch, tmp_path
+):
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    netrc_file = tmp_path / "netrc"
+    if netrc_host:
+        netrc_file.write_text(f"machine {netrc_host}\n  login user\n  password {'k' * 40}\n")
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    wandb_offline_unless_logged_in()
+    assert os.environ.get("WANDB_MODE") == (None if online else "offline")
 
 
 def test_unknown_key_and_wrong_type_get_jsonargparse_errors(cli_env, tmp_path, tiny_config):
