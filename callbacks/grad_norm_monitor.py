@@ -118,7 +118,7 @@ class GradNormMonitor(Callback):
         per_param = torch._foreach_norm(grads, self.norm_type)  # one fused kernel over all grads
         per_param = torch.stack(per_param).float()
         global_norm = torch.linalg.vector_norm(per_param, self.norm_type)
-        self.last_global_norm = float(global_norm)  # the one host sync per step
+        self.last_global_norm = float(global_norm)  # host sync 1 of 2 per step (2: the loss)
 
         if not math.isfinite(self.last_global_norm):
             bad = sorted(
@@ -183,7 +183,7 @@ class GradNormMonitor(Callback):
         elif (
             isinstance(loss, torch.Tensor)
             and loss.numel() == 1
-            and not torch.isfinite(loss.detach()).item()
+            and not torch.isfinite(loss.detach()).item()  # host sync 2 of 2 per step
         ):
             self._handle_nonfinite(trainer, pl_module, f"non-finite loss ({loss.item()})")
 

@@ -1,6 +1,7 @@
 """Every `casebook fit|validate|test|predict` command the README shows parses against today's
 CLI (`--print_config`: options, types, Literal choices and config files are checked, nothing is
-built or run), so the README cannot drift from the command line again."""
+built or run), so the README cannot drift from the command line again; and every test the README
+cites (its claims tables: faults, checklist switches) exists."""
 
 import contextlib
 import io
@@ -51,3 +52,24 @@ def test_a_readme_command_parses(command, monkeypatch, tmp_path):
         CasebookCLI(args=[*args, "--print_config"])
     assert exit.value.code in (0, None), out.getvalue()[-2000:]
     assert "class_path" in out.getvalue()  # the resolved config was printed
+
+
+def cited_tests() -> list[str]:
+    """The `tests/...` the README cites: a file or a glob, `::test_name` optional."""
+    return sorted(set(re.findall(r"`(tests/[^`\s]+)`", (REPO / "README.md").read_text())))
+
+
+def test_the_readme_cites_tests():
+    assert any("::" in cited for cited in cited_tests())
+
+
+@pytest.mark.parametrize("cited", cited_tests())
+def test_every_test_the_readme_cites_exists(cited):
+    pattern, _, name = cited.partition("::")
+    files = sorted(path for path in REPO.glob(pattern) if path.suffix == ".py")
+    assert files, f"the README cites {pattern}: no such test file"
+    if name:
+        defined = re.compile(rf"^def {re.escape(name)}\(", re.M)
+        assert any(defined.search(path.read_text()) for path in files), (
+            f"the README cites {cited}: no such test in {pattern}"
+        )
