@@ -10,9 +10,11 @@ Schedules (`Schedule`), each after an optional linear warm-up from lr/warmup to 
 - flat_cosine: flat for 75% of the steps after warm-up, then cosine to 0 (fastai's fit_flat_cos);
 - one_cycle: up from lr/25 to lr over the warm-up (30% of the run when `warmup_steps` is 0) and
   down to lr/25e4, both halves cosine (Smith & Topin 2019; torch's OneCycleLR defaults).
-A run limited by `--trainer.max_time` follows its time budget: the schedule's progress is the
-larger of the share of steps done and the share of the time budget used (`time_budget_used`, from
-Lightning's Timer, which a resumed run restores), so a run cut by its clock still ends annealed.
+A run whose only limit is `--trainer.max_time` (max_steps -1, max_epochs -1) follows its time
+budget: the schedule's progress is the share of the budget used (`time_budget_used`, from
+Lightning's Timer, which a resumed run restores), so a run cut by its clock ends annealed. Such a
+schedule depends on the clock, so its resume is not bit-exact; a run that also has a step or epoch
+limit schedules by steps, and its `max_time` is only a safety stop.
 Hand-written as one multiplier rather than torch's OneCycleLR and friends: PPO (manual
 optimization) reads the same multiplier, and `build_scheduler`'s LambdaLR leaves the rate of a
 parameter group added after it was built (BackboneFinetuning's backbone group) to whoever added
@@ -51,10 +53,9 @@ def lr_multiplier(
 ) -> float:
     """The factor of the peak learning rate at optimizer step `step` (0-based) of `total_steps`.
 
-    `time_used`: the share (0..1) of a time budget used, for runs limited by time; the schedule
-    then follows whichever of steps and time runs out first. A run of unknown length (`total_steps`
-    infinite, e.g. max_epochs=-1, and no time budget) stays at the peak after warm-up; so does one
-    no longer than its warm-up.
+    `time_used`: the share (0..1) of a time budget used; it drives the schedule of a run of
+    unknown length in steps (`total_steps` infinite). A run of unknown length with no time budget
+    stays at the peak after warm-up; so does one no longer than its warm-up.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
@@ -67,7 +68,7 @@ def lr_multiplier(
             )
         # One progress over the whole run; the rise is the warm-up's share of the steps when
         # both are known, else 30% of the run.
-        done = max(step / total_steps if finite else 0.0, time_used or 0.0)
+        done = step / total_steps if finite else time_used
         rise = warmup_steps / total_steps if warmup_steps and finite else ONE_CYCLE_START
         low, end = 1.0 / ONE_CYCLE_DIV, 1.0 / (ONE_CYCLE_DIV * ONE_CYCLE_FINAL_DIV)
         if done < rise:
@@ -77,10 +78,11 @@ def lr_multiplier(
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
-    progress = time_used or 0.0
     if finite and total_steps > warmup_steps:
-        progress = max(progress, (step - warmup_steps) / (total_steps - warmup_steps))
-    elif time_used is None:
+        progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    elif not finite and time_used is not None:
+        progress = time_used
+    else:
         return 1.0
     if schedule == "linear":
         return max(0.0, 1.0 - progress)

@@ -257,7 +257,7 @@ class PPOTrader(TradingAgent):
         """Manual optimization: Lightning steps no scheduler, so set the rate per iteration."""
         hp = self.hparams
         epochs = self.trainer.max_epochs
-        time_used = time_budget_used(self.trainer)  # a --trainer.max_time run anneals by time
+        time_used = time_budget_used(self.trainer)  # a run limited only by max_time anneals by time
         if not hp.anneal_lr or ((not epochs or epochs < 0) and time_used is None):
             return
         batches = self.trainer.num_training_batches
