@@ -24,7 +24,10 @@ Columns:
   jobs on these cores), then summed; with 1 and with 2 torch threads;
 - x teacher, x student: that real-time factor over the teacher's / float student's, same threads;
 - WER and CER: torchmetrics over greedy CTC transcripts against the normalized references
-  (logits of the 1-thread pass).
+  (logits of the 1-thread pass);
+- WER LM, CER LM: the same logits decoded by beam search (`--beam-width`) with the 3-gram
+  language model of the data config's training transcripts (the one `casebook fit` saves with
+  its export); `--beam-width 0` leaves them out.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ from torchmetrics.functional.text import char_error_rate, word_error_rate
 from transformers import Wav2Vec2ForCTC
 
 from bench.common import load_average, machine, markdown_table, write_results
+from datamodules.speech.language_model import build_arpa
 from lightning_modules.speech import quantize
 from lightning_modules.speech.ctc import greedy_transcripts, reference_transcripts
+from lightning_modules.speech.decoding import beam_decoder, beam_transcripts
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_CONFIG = ROOT / "configs/speech_student.yaml"
@@ -71,15 +76,16 @@ def weight_count(model: torch.nn.Module) -> int:
     return total
 
 
-def test_utterances(count: int | None, data_config: Path) -> tuple[list[dict], object]:
-    """(one-utterance batches of the test split, the processor); the first `count` if given."""
+def test_utterances(count: int | None, data_config: Path) -> tuple[list[dict], object, object]:
+    """(one-utterance batches of the test split, the processor, the datamodule); the first
+    `count` if given."""
     datamodule = quantize.speech_datamodule(data_config, batch_size=1)
     batches = []
     for batch in datamodule.test_dataloader():
         if count is not None and len(batches) == count:
             break
         batches.append(batch)
-    return batches, datamodule.processor
+    return batches, datamodule.processor, datamodule
 
 
 @torch.inference_mode()
@@ -102,11 +108,17 @@ def timed_pass(
     return {name: sum(times) for name, times in fastest.items()}, logits
 
 
-def error_rates(logits: list[torch.Tensor], batches: list[dict], tokenizer) -> tuple[float, float]:
+def error_rates(
+    logits: list[torch.Tensor], batches: list[dict], tokenizer, decoder=None, beam_width: int = 0
+) -> tuple[float, float]:
+    """WER and CER of greedy transcripts, or of beam search with `decoder` when given."""
     predictions, references = [], []
     for out, batch in zip(logits, batches):
         valid = torch.ones(out.shape[:2], dtype=torch.bool)  # one unpadded utterance
-        predictions += greedy_transcripts(out, valid, tokenizer)
+        if decoder is None:
+            predictions += greedy_transcripts(out, valid, tokenizer)
+        else:
+            predictions += beam_transcripts(decoder, out, valid, beam_width)
         references += reference_transcripts(batch["labels"], tokenizer)
     return float(word_error_rate(predictions, references)), float(
         char_error_rate(predictions, references)
@@ -153,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--utterances", type=int, default=None, help="default: all (quick: 12)")
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats (default 3)")
     parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument(
+        "--beam-width", type=int, default=16, help="beam of the WER LM columns; 0: none"
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--data-config", type=Path, default=DATA_CONFIG, help="config whose data.init_args to use"
@@ -167,7 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     began, started = time.perf_counter(), machine()
     print(f"{started['date']}, load {started['load_average']}, {vars(args)}", flush=True)
 
-    batches, processor = test_utterances(args.utterances, args.data_config)
+    batches, processor, datamodule = test_utterances(args.utterances, args.data_config)
+    decoder = None
+    if args.beam_width:
+        with tempfile.TemporaryDirectory(prefix="bench_speech_lm_") as lm_dir:
+            arpa = build_arpa(datamodule.transcripts("train"), Path(lm_dir) / "train-3gram.arpa")
+            decoder = beam_decoder(processor.tokenizer, arpa)
     audio_seconds = (
         sum(b["input_values"].shape[1] for b in batches) / processor.feature_extractor.sampling_rate
     )
@@ -199,7 +219,12 @@ def main(argv: list[str] | None = None) -> None:
             row[f"real time, {threads} thr"] = audio_seconds / seconds[threads][name]
             row[f"x teacher, {threads} thr"] = seconds[threads]["teacher"] / seconds[threads][name]
             row[f"x student, {threads} thr"] = seconds[threads]["student"] / seconds[threads][name]
-        rows.append(row | {"WER": wer, "CER": cer})
+        row |= {"WER": wer, "CER": cer}
+        if decoder is not None:
+            row["WER LM"], row["CER LM"] = error_rates(
+                logits[name], batches, processor.tokenizer, decoder, args.beam_width
+            )
+        rows.append(row)
     columns = list(rows[0])
     print(
         f"\n{len(batches)} test utterances, {audio_seconds:.0f} s of audio, batch 1, "

@@ -35,6 +35,8 @@ class DurationBatchSampler(ResumableBatchSampler):
     utterances and, if `max_batch_seconds` is set, at most that many padded seconds
     (items x longest item), so batches of short utterances are larger. Under DDP, `drop_last`
     drops the batches that do not divide evenly among ranks instead of repeating some.
+    `shortest_first_epochs`: training's first epochs go from the shortest utterances to the
+    longest instead (SortaGrad).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class DurationBatchSampler(ResumableBatchSampler):
         shuffle: bool = False,
         seed: int = 0,
         pool_batches: int = 50,
+        shortest_first_epochs: int = 0,
     ) -> None:
         self.sampler = sampler
         self.batch_size = batch_size
@@ -57,6 +60,7 @@ class DurationBatchSampler(ResumableBatchSampler):
         self.shuffle = shuffle
         self.seed = seed
         self.pool_batches = pool_batches
+        self.shortest_first_epochs = shortest_first_epochs
         self._epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -93,7 +97,11 @@ class DurationBatchSampler(ResumableBatchSampler):
         """This rank's batches for the current epoch."""
         num_replicas, rank, epoch = self._replicas()
         indices = list(range(len(self.durations)))
-        if self.shuffle:
+        if self.shuffle and epoch < self.shortest_first_epochs:
+            # SortaGrad (Amodei et al. 2016): the first epochs from the shortest utterance up,
+            # the easy alignments first, which shortens CTC's all-blank plateau
+            batches = self._cut(sorted(indices, key=self.durations.__getitem__))
+        elif self.shuffle:
             rng = random.Random(self.seed * 1_000_003 + epoch)
             rng.shuffle(indices)
             pool = self.batch_size * self.pool_batches

@@ -83,6 +83,7 @@ class SpeechDataModule(L.LightningDataModule):
         batch_size: int = 16,
         max_batch_seconds: float | None = 160.0,
         num_workers: int = 0,
+        shortest_first_epochs: int = 0,
         time_mask_prob: float = 0.0,
         time_mask_count: int = 2,
         time_mask_max_ms: float = 80.0,
@@ -123,6 +124,9 @@ class SpeechDataModule(L.LightningDataModule):
             batch_size: most utterances per batch.
             max_batch_seconds: most padded seconds per batch (items x longest); None: no limit.
             num_workers: DataLoader worker processes.
+            shortest_first_epochs: the first training epochs go from the shortest utterance to
+                the longest (SortaGrad, Amodei et al. 2016), not shuffled: short, easy alignments
+                first shorten CTC's all-blank plateau.
             time_mask_prob: train: probability an utterance gets time masks (zeroed spans);
                 wav2vec2's own `mask_time_prob` is the model-side alternative.
             time_mask_count: train: time masks per masked utterance.
@@ -271,6 +275,13 @@ class SpeechDataModule(L.LightningDataModule):
         self.processor.save_pretrained(str(directory))
         return directory
 
+    def transcripts(self, split: str = "train") -> list[str]:
+        """The normalized transcripts of a split's checked utterances, as the CTC labels spell
+        them: the training split's are the language model's text (`beam_search`)."""
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        return [u.text for u in self.datasets[split].utterances]
+
     def class_counts(self) -> dict[str, int]:
         """For `casebook doctor`: occurrences of each vocabulary character (`|`: word break) in
         the training transcripts."""
@@ -304,6 +315,7 @@ class SpeechDataModule(L.LightningDataModule):
             max_batch_seconds=self.hparams.max_batch_seconds,
             shuffle=split == "train",
             seed=self.hparams.seed,
+            shortest_first_epochs=self.hparams.shortest_first_epochs,
         )
         # Training resumes mid-epoch (`--ckpt_path last`) with the batches it had not reached.
         # Every loader seeds its workers from a generator of its own, not the global one: a

@@ -9,6 +9,7 @@ frames before decoding, and naming the utterances CTC cannot align.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 from pathlib import Path
 
@@ -25,6 +26,12 @@ from callbacks import gather_from_ranks, log_figure, log_table
 from datamodules.hparams import load_checkpoint
 from datamodules.speech.text import build_processor
 from lightning_modules.common import Schedule, build_scheduler, decay_groups, time_budget_used
+from lightning_modules.speech.decoding import (
+    BeamSearchConfig,
+    beam_decoder,
+    language_model_path,
+    save_processor_with_lm,
+)
 
 LABEL_PAD = -100  # label padding of the speech batches, ignored by CTC
 EVAL_STAGES = ("val", "test")
@@ -148,9 +155,14 @@ def export_pretrained(
 
 
 def fit_end_export(
-    module: L.LightningModule, export_dir: str | None, default_name: str, export_best: bool
+    module: L.LightningModule,
+    export_dir: str | None,
+    default_name: str,
+    export_best: bool,
+    beam_search: BeamSearchConfig | None = None,
 ) -> Path | None:
-    """At the end of fit, rank 0 exports the best checkpoint's weights (or the last ones)."""
+    """At the end of fit, rank 0 exports the best checkpoint's weights (or the last ones), with
+    the beam search's language model as a `Wav2Vec2ProcessorWithLM` when there is one."""
     trainer = module.trainer
     if not trainer.is_global_zero:
         return None
@@ -158,6 +170,16 @@ def fit_end_export(
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     path = module.export(directory, checkpoint_path=best if export_best and best else None)
     print(f"exported {'best' if export_best and best else 'last'} model to {path}")
+    if beam_search is not None and beam_search.language_model is not None:
+        if not all(importlib.util.find_spec(m) for m in ("pyctcdecode", "kenlm")):
+            print("no language model saved with it: pyctcdecode and kenlm are not installed")
+            return path
+        arpa = language_model_path(module, beam_search)
+        decoder = beam_decoder(
+            module.processor.tokenizer, arpa, beam_search.alpha, beam_search.beta
+        )
+        save_processor_with_lm(module.processor, decoder, path)
+        print(f"saved the language model {arpa.name} with it (Wav2Vec2ProcessorWithLM)")
     return path
 
 

@@ -43,7 +43,7 @@ from torch import Tensor
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 from transformers.modeling_outputs import CausalLMOutput
 
-from datamodules.hparams import load_checkpoint
+from datamodules.hparams import from_plain, load_checkpoint, plain_hyperparameters
 from lightning_modules.common import Schedule
 from lightning_modules.speech.ctc import (
     WorstUtterances,
@@ -59,6 +59,7 @@ from lightning_modules.speech.ctc import (
     too_short_for_ctc,
     warn_too_short,
 )
+from lightning_modules.speech.decoding import BeamSearchConfig, BeamSearchEvaluation
 
 LayerMap = list[int] | Literal["alternate", "first_k"]
 
@@ -186,6 +187,7 @@ class Wav2Vec2Distiller(L.LightningModule):
         student_init: str | None = None,
         quantization_aware: bool = False,
         int8_export_dir: str | None = None,
+        beam_search: BeamSearchConfig = BeamSearchConfig(),
     ) -> None:
         """
         Args:
@@ -223,9 +225,14 @@ class Wav2Vec2Distiller(L.LightningModule):
                 and convolution layers, and export the converted int8 student too.
             int8_export_dir: where a quantization-aware fit exports the int8 student; default
                 `student_int8_qat` next to the float export.
+            beam_search: `casebook test` also decodes student and teacher by beam search,
+                without and with a word n-gram language model of the training transcripts
+                (`test/wer_lm`, `test/teacher_wer_lm`), and fit saves that model with the export.
         """
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
+        beam_search = from_plain(beam_search, BeamSearchConfig)
         try:
             self.teacher = Wav2Vec2ForCTC.from_pretrained(teacher)
         except (OSError, ValueError) as error:  # ValueError: not even a valid hub id
@@ -268,6 +275,7 @@ class Wav2Vec2Distiller(L.LightningModule):
                 raise ValueError(f"hidden_layer_pairs entry {(s, t)} outside the models' layers")
         self.wer, self.cer = error_rate_metrics()
         self.error_analysis = WorstUtterances(worst_utterances)
+        self.beam_evaluation = BeamSearchEvaluation(beam_search, models=("", "teacher_"))
         self.teacher_wer, self.teacher_cer = error_rate_metrics()
         self._processor: Wav2Vec2Processor | None = None
         self._warned_too_short: set[str] = set()
@@ -403,6 +411,8 @@ class Wav2Vec2Distiller(L.LightningModule):
             cer[stage].update(predictions, references)
             self.log(f"{stage}/{who}wer", wer[stage], prog_bar=not who, batch_size=size)
             self.log(f"{stage}/{who}cer", cer[stage], prog_bar=not who, batch_size=size)
+            if stage == "test":
+                self.beam_evaluation.update(self, who, logits, step["valid_frames"], references)
         if stage == "test":
             self.error_analysis.update(batch["ids"], references, transcripts)
 
@@ -414,6 +424,7 @@ class Wav2Vec2Distiller(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.error_analysis.reset()
+        self.beam_evaluation.start(self, self.processor.tokenizer)
 
     def on_test_epoch_end(self) -> None:
         self.error_analysis.report(self)
@@ -462,4 +473,10 @@ class Wav2Vec2Distiller(L.LightningModule):
         return path
 
     def on_fit_end(self) -> None:
-        fit_end_export(self, self.hparams.export_dir, "student_hf", self.hparams.export_best)
+        fit_end_export(
+            self,
+            self.hparams.export_dir,
+            "student_hf",
+            self.hparams.export_best,
+            self.beam_evaluation.config,
+        )

@@ -26,6 +26,7 @@ import lightning as L
 from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from datamodules.hparams import from_plain, plain_hyperparameters
 from lightning_modules.common import Init, Schedule, init_weights
 from lightning_modules.speech.ctc import (
     WorstUtterances,
@@ -42,6 +43,7 @@ from lightning_modules.speech.ctc import (
     uniform_ctc_loss,
     warn_too_short,
 )
+from lightning_modules.speech.decoding import BeamSearchConfig, BeamSearchEvaluation
 
 
 class Wav2Vec2CTCRecipe(L.LightningModule):
@@ -76,6 +78,7 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         export_dir: str | None = None,
         export_best: bool = True,
         worst_utterances: int = 20,
+        beam_search: BeamSearchConfig = BeamSearchConfig(),
     ) -> None:
         """
         Args:
@@ -113,9 +116,14 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
             export_best: export the best checkpoint (monitored metric) rather than the last weights.
             worst_utterances: error analysis after test: this many highest-WER utterances,
                 with their transcripts, in reports/ (a table and a figure).
+            beam_search: `casebook test` also decodes by beam search, without and with a word
+                n-gram language model of the training transcripts (`test/wer_beam`,
+                `test/wer_lm`), and fit saves that model with the export.
         """
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
+        beam_search = from_plain(beam_search, BeamSearchConfig)
         if pretrained is not None:
             self.model = Wav2Vec2ForCTC.from_pretrained(
                 pretrained,
@@ -166,6 +174,7 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
             init_weights(self.model, init)
         self.wer, self.cer = error_rate_metrics()
         self.error_analysis = WorstUtterances(worst_utterances)
+        self.beam_evaluation = BeamSearchEvaluation(beam_search)
         self._processor: Wav2Vec2Processor | None = None
         self._warned_too_short: set[str] = set()
 
@@ -215,6 +224,7 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         self.cer[stage].update(predictions, references)
         if stage == "test":
             self.error_analysis.update(batch["ids"], references, {"": predictions})
+            self.beam_evaluation.update(self, "", logits, valid, references)
         # Under DDP each rank sees its shard: the mean over ranks is the split's (the error
         # rates are torchmetrics objects, which sum their counts over ranks themselves).
         self.log(f"{stage}/loss", loss, batch_size=size, sync_dist=True)
@@ -229,6 +239,7 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.error_analysis.reset()
+        self.beam_evaluation.start(self, self.processor.tokenizer)
 
     def on_test_epoch_end(self) -> None:
         self.error_analysis.report(self)
@@ -261,4 +272,10 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         return export_pretrained(self.model, self.processor, directory, checkpoint_path, "model.")
 
     def on_fit_end(self) -> None:
-        fit_end_export(self, self.hparams.export_dir, "hf", self.hparams.export_best)
+        fit_end_export(
+            self,
+            self.hparams.export_dir,
+            "hf",
+            self.hparams.export_best,
+            self.beam_evaluation.config,
+        )

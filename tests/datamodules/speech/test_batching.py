@@ -49,6 +49,18 @@ def test_train_order_is_seeded_and_changes_each_epoch():
     assert list(a) != first
 
 
+def test_shortest_first_epochs_go_from_the_shortest_utterance_up_then_shuffle():
+    sampler = DurationBatchSampler(
+        EpochSampler(range(400)), 8, durations=DURATIONS, shuffle=True, shortest_first_epochs=1
+    )
+    first = list(sampler)
+    longest = [max(DURATIONS[i] for i in batch) for batch in first]
+    assert longest == sorted(longest) and sorted(i for b in first for i in b) == list(range(400))
+    sampler.sampler.set_epoch(1)
+    later = [max(DURATIONS[i] for i in batch) for batch in sampler]
+    assert later != sorted(later)  # shuffled again from the second epoch
+
+
 def test_ranks_get_equal_disjoint_batches_when_lightning_injects_a_distributed_sampler():
     dataset = list(range(101))
     durations = DURATIONS[:101]

@@ -5,8 +5,9 @@ from csv import DictReader
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 from casebook_runner import casebook as run_casebook
-from transformers import Wav2Vec2ForCTC
+from transformers import Wav2Vec2ForCTC, pipeline
 
 from casebook.cli import main
 
@@ -65,7 +66,16 @@ def test_teacher_then_student_fit_and_test_write_the_four_error_rates(
         "--ckpt_path", "last",
     ])  # fmt: skip
     teacher_metrics = json.loads((teacher_root / "test_metrics.json").read_text())
-    assert {"test/wer", "test/cer"} <= teacher_metrics.keys()
+    assert {"test/wer", "test/cer", "test/wer_beam", "test/wer_lm", "test/cer_lm"} <= (
+        teacher_metrics.keys()
+    )
+    # the export carries the training transcripts' language model, which the pipeline decodes with
+    assert (teacher_root / "hf" / "language_model" / "train-3gram.arpa").is_file()
+    wav = next(Path(speech_env["CASEBOOK_CACHE"]).glob("speech/tts-*/wavs/test/*.wav"))
+    audio, rate = sf.read(wav, dtype="float32")
+    asr = pipeline("automatic-speech-recognition", model=str(teacher_root / "hf"), device="cpu")
+    assert type(asr.decoder).__name__ == "BeamSearchDecoderCTC"
+    assert isinstance(asr({"raw": audio, "sampling_rate": rate})["text"], str)
 
     student = [
         "--config", str(REPO / "configs/speech_student.yaml"), "--config", csv,
@@ -79,7 +89,8 @@ def test_teacher_then_student_fit_and_test_write_the_four_error_rates(
 
     casebook("test", *student, "--ckpt_path", "best", env=speech_env, cwd=tmp_path)
     metrics = json.loads((student_root / "test_metrics.json").read_text())
-    for key in ("test/wer", "test/cer", "test/teacher_wer", "test/teacher_cer"):
+    for key in ("test/wer", "test/cer", "test/teacher_wer", "test/teacher_cer", "test/wer_lm",
+                "test/teacher_wer_lm", "test/wer_beam", "test/teacher_wer_beam"):  # fmt: skip
         assert isinstance(metrics[key], float) and metrics[key] >= 0.0, key
     for key in ("test/kl_loss", "test/ctc_loss", "test/hidden_l2", "test/hidden_cos"):
         assert key in metrics
