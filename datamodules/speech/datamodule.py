@@ -7,6 +7,9 @@ Sources (`--data.source`):
   under `<cache>/speech/tts-<hash>/`; train, val and test use disjoint voices and sentences.
 - `manifest`: NeMo-style JSONL files (`--data.train_manifest` etc.).
 - `librispeech`: a local LibriSpeech folder (`--data.librispeech_root`).
+- `folder`: any folder of unlabeled .wav/.flac files (`--data.audio_dir`, with `--data.labeled
+  false`), for self-supervised pre-training; `labeled: false` also reads the other sources'
+  audio without their transcripts.
 
 Batches are dicts: `input_values` (B, T) float, `attention_mask` (B, T), `labels` (B, L) with
 -100 padding, `ids`, `texts`. The character vocabulary is fixed, so `vocab_size` and
@@ -30,6 +33,7 @@ from datamodules.speech.sources import (
     BadInputPolicy,
     OnBadInput,
     check_utterances,
+    read_folder,
     read_librispeech,
     read_manifest,
 )
@@ -60,11 +64,13 @@ class SpeechDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        source: Literal["tts", "manifest", "librispeech"] = "tts",
+        source: Literal["tts", "manifest", "librispeech", "folder"] = "tts",
         train_manifest: str | None = None,
         val_manifest: str | None = None,
         test_manifest: str | None = None,
         librispeech_root: str | None = None,
+        audio_dir: str | None = None,
+        labeled: bool = True,
         librispeech_train: str = "train-clean-100",
         librispeech_val: str = "dev-clean",
         librispeech_test: str = "test-clean",
@@ -101,11 +107,16 @@ class SpeechDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            source: `tts` (synthesized on first use), `manifest` (NeMo JSONL) or `librispeech`.
+            source: `tts` (synthesized on first use), `manifest` (NeMo JSONL), `librispeech` or
+                `folder` (unlabeled audio).
             train_manifest: `manifest` source: JSONL with audio_filepath, text, duration per row.
             val_manifest: `manifest` source: validation JSONL.
             test_manifest: `manifest` source: test JSONL.
             librispeech_root: `librispeech` source: folder holding the subset folders.
+            audio_dir: `folder` source: unlabeled .wav/.flac files, dealt into train, val and
+                test (90/5/5) by a hash of each path; needs `labeled: false`.
+            labeled: false for self-supervised pre-training: transcripts are optional and not
+                checked (a manifest may lack `text`), batches carry empty labels.
             librispeech_train: LibriSpeech subset for training.
             librispeech_val: LibriSpeech subset for validation.
             librispeech_test: LibriSpeech subset for testing.
@@ -202,14 +213,22 @@ class SpeechDataModule(L.LightningDataModule):
         if self.source == "tts":
             if self.corpus is None:  # setup() without prepare_data(), e.g. outside a Trainer
                 self.corpus = generate_tts_corpus(self.tts_config, hp.cache_dir)
-            return read_manifest(self.corpus.manifests[split], split, self.policy)
+            return read_manifest(
+                self.corpus.manifests[split], split, self.policy, self.hparams.labeled
+            )
         if self.source == "manifest":
             path = {"train": hp.train_manifest, "val": hp.val_manifest, "test": hp.test_manifest}[
                 split
             ]
             if path is None:
                 raise ValueError(f"source 'manifest' needs --data.{split}_manifest")
-            return read_manifest(path, split, self.policy)
+            return read_manifest(path, split, self.policy, self.hparams.labeled)
+        if self.source == "folder":
+            if hp.audio_dir is None:
+                raise ValueError("source 'folder' needs --data.audio_dir")
+            if hp.labeled:
+                raise ValueError("source 'folder' has no transcripts: set --data.labeled false")
+            return read_folder(hp.audio_dir, split)
         if self.source == "librispeech":
             if hp.librispeech_root is None:
                 raise ValueError("source 'librispeech' needs --data.librispeech_root")
@@ -229,6 +248,7 @@ class SpeechDataModule(L.LightningDataModule):
             self.processor.tokenizer,
             self.sample_rate,
             self.letter_case,
+            self.hparams.labeled,
         )
         if not utterances:
             raise ValueError(f"the {split} split has no usable utterances")

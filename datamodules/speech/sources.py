@@ -1,11 +1,12 @@
 """Reading speech sources into checked utterance lists.
 
-Two layouts are read here (the tts corpus is written as manifests, so it reuses the first):
+Three layouts are read here (the tts corpus is written as manifests, so it reuses the first):
 
 - NeMo-style manifest: JSONL rows `{"audio_filepath": ..., "text": ..., "duration": ...}`,
   relative paths resolved against the manifest's folder; optional `id` and `speaker`.
 - LibriSpeech: `<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac` with one
   `<speaker>-<chapter>.trans.txt` per chapter (`<utt id> <TRANSCRIPT>` per line).
+- A folder of unlabeled .wav/.flac files (self-supervised pre-training), split by path hash.
 
 Every utterance is checked once, when the split is read: the audio exists and its header reads,
 the transcript is non-empty and spellable with the vocabulary, and the audio is long enough for
@@ -13,6 +14,7 @@ CTC to emit its labels. A failure is one `DataError` line naming the file, row o
 problem, or, with `on_bad_input="skip"`, a warning and a count under `<split>/<reason>`.
 """
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -94,8 +96,11 @@ class BadInputPolicy:
 # --------------------------------------------------------------------------- sources
 
 
-def read_manifest(path: str | Path, split: str, policy: BadInputPolicy) -> Iterator[RawUtterance]:
-    """Rows of a NeMo-style JSONL manifest; a missing manifest is always an error."""
+def read_manifest(
+    path: str | Path, split: str, policy: BadInputPolicy, labeled: bool = True
+) -> Iterator[RawUtterance]:
+    """Rows of a NeMo-style JSONL manifest (`labeled=False`: `text` optional); a missing
+    manifest is always an error."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {split} manifest does not exist")
@@ -112,7 +117,7 @@ def read_manifest(path: str | Path, split: str, policy: BadInputPolicy) -> Itera
             if not isinstance(row, dict) or not isinstance(row.get("audio_filepath"), str):
                 policy.reject(split, "malformed_row", f"{where}: no audio_filepath string")
                 continue
-            if not isinstance(row.get("text"), str):
+            if labeled and not isinstance(row.get("text"), str):
                 policy.reject(split, "malformed_row", f"{where}: no text string")
                 continue
             audio = Path(row["audio_filepath"])
@@ -123,9 +128,42 @@ def read_manifest(path: str | Path, split: str, policy: BadInputPolicy) -> Itera
                 f"{where} (id {utt_id})",
                 utt_id,
                 audio,
-                row["text"],
+                str(row.get("text") or ""),
                 None if speaker is None else str(speaker),
             )
+
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def read_folder(
+    root: str | Path, split: str, fractions: tuple[float, float] = (0.05, 0.05)
+) -> Iterator[RawUtterance]:
+    """Unlabeled audio: every .wav and .flac under `root`, dealt into train, val and test by a
+    hash of each file's path relative to `root`: ordered by hash, the first `fractions[0]` of the
+    files (at least one) are val, the next `fractions[1]` (at least one) test, the rest train. The
+    splits are disjoint, and a file keeps its split as others are added unless it sits at a
+    boundary."""
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: audio folder does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if len(files) < 3:
+        raise DataError(f"{folder}: no .wav or .flac files under it (train, val and test need 3)")
+
+    def key(path: Path) -> str:
+        return hashlib.sha1(path.relative_to(folder).as_posix().encode()).hexdigest()
+
+    ordered = sorted(files, key=key)
+    val = max(1, round(fractions[0] * len(files)))
+    test = max(1, round(fractions[1] * len(files)))
+    chosen = {
+        "val": ordered[:val],
+        "test": ordered[val : val + test],
+        "train": ordered[val + test :],
+    }
+    for path in sorted(chosen[split]):
+        yield RawUtterance(f"{path}", path.relative_to(folder).as_posix(), path, "")
 
 
 def read_librispeech(
@@ -166,13 +204,17 @@ def check_utterances(
     tokenizer,
     sample_rate: int,
     letter_case: LetterCase = "upper",
+    labeled: bool = True,
 ) -> list[Utterance]:
-    """Keep the utterances that pass every check; reject the others through `policy`."""
+    """Keep the utterances that pass every check; reject the others through `policy`.
+    `labeled=False` (unlabeled audio, for self-supervised pre-training) checks the audio only."""
     vocab = tokenizer.get_vocab()
     kept = []
     for r in raw:
-        text = normalize_transcript(r.text, letter_case)
-        if not text:
+        text = normalize_transcript(r.text, letter_case) if labeled else ""
+        if not labeled:
+            pass
+        elif not text:
             policy.reject(split, "empty_transcript", f"{r.where}: transcript is empty")
             continue
         if bad := out_of_vocabulary(text, vocab):
@@ -198,6 +240,14 @@ def check_utterances(
             )
             continue
         num_samples = round(info.frames * sample_rate / info.samplerate)
+        if not labeled:
+            if ctc_frames(num_samples) < 2:
+                policy.reject(
+                    split, "too_short", f"{r.where}: audio {r.audio_path} is shorter than 2 frames"
+                )
+            else:
+                kept.append(Utterance(r.id, r.audio_path, "", (), num_samples, r.speaker, r.where))
+            continue
         label_ids = tuple(tokenizer(text).input_ids)
         needed = ctc_min_frames(list(label_ids))
         frames = ctc_frames(num_samples)

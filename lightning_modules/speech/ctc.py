@@ -1,5 +1,6 @@
-"""What the CTC teacher recipe and the distiller share: decoding, error rates, length checks,
-the optimizer and the Hugging Face export.
+"""What the CTC teacher recipe and the distiller share: `CTCSpeechModule`, their base (processor,
+evaluation, error analysis, prediction, export), and the functions under it: decoding, error
+rates, length checks, the optimizer and the Hugging Face export.
 
 Greedy CTC decoding is the tokenizer's own `batch_decode` (it merges repeats and drops the blank);
 WER and CER are torchmetrics'. Written here only what neither library offers: masking padded
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import itertools
 import math
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from datamodules.speech.text import build_processor
 from lightning_modules.common import Schedule, build_scheduler, decay_groups, time_budget_used
 from lightning_modules.speech.decoding import (
     BeamSearchConfig,
+    BeamSearchEvaluation,
     beam_decoder,
     language_model_path,
     save_processor_with_lm,
@@ -85,13 +88,6 @@ def warn_too_short(module: L.LightningModule, batch: dict, short: Tensor, stage:
             f"{stage}: {count} utterance(s) have fewer frames than their transcript needs, "
             f"CTC loss zeroed for them: {', '.join(map(str, ids[:5]))}"
         )
-
-
-def error_rate_metrics() -> tuple[nn.ModuleDict, nn.ModuleDict]:
-    """WordErrorRate and CharErrorRate, separate objects per evaluation stage (val, test)."""
-    wer = nn.ModuleDict({stage: WordErrorRate() for stage in EVAL_STAGES})
-    cer = nn.ModuleDict({stage: CharErrorRate() for stage in EVAL_STAGES})
-    return wer, cer
 
 
 def datamodule_processor(module: L.LightningModule) -> Wav2Vec2Processor | None:
@@ -258,3 +254,142 @@ def worst_utterances_figure(rows: list[dict], worst: list[dict]) -> Figure:
     bars.tick_params(axis="y", labelsize=7)
     figure.tight_layout()
     return figure
+
+
+class CTCSpeechModule(L.LightningModule):
+    """The base of both speech modules: a wav2vec2 CTC recognizer that owns its processor, its
+    evaluation (greedy WER and CER at every validation; beam search without and with the language
+    model at test), the error analysis, prediction and the Hugging Face export at the end of fit.
+
+    A subclass calls `init_ctc(...)` in its `__init__`, sets the class attributes below, and
+    implements `model_step(batch, stage)`, returning a dict with `loss`, `logits` ({who: (batch,
+    frames, vocab)}, who "" being the recognizer this module trains and exports) and
+    `valid_frames`, plus the loss terms named in `logged_terms`.
+    """
+
+    recognizer_name = "model"  # attribute of the trained Wav2Vec2ForCTC (its checkpoint prefix)
+    export_name = "hf"  # default export folder under default_root_dir
+    decoded: tuple[str, ...] = ("",)  # whose transcripts are evaluated ("teacher_" too ...)
+    logged_terms: tuple[str, ...] = ("loss",)  # model_step entries logged per stage
+
+    def init_ctc(
+        self, worst_utterances: int, beam_search: BeamSearchConfig, processor_source: str | None
+    ) -> None:
+        self.error_rates = nn.ModuleDict()
+        for stage, who in itertools.product(EVAL_STAGES, self.decoded):
+            self.error_rates[f"{stage}_{who}wer"] = WordErrorRate()
+            self.error_rates[f"{stage}_{who}cer"] = CharErrorRate()
+        self.error_analysis = WorstUtterances(worst_utterances)
+        self.beam_evaluation = BeamSearchEvaluation(beam_search, models=self.decoded)
+        self._processor_source = processor_source
+        self._processor: Wav2Vec2Processor | None = None
+        self._warned_too_short: set[str] = set()
+
+    @property
+    def recognizer(self) -> Wav2Vec2ForCTC:
+        """The model this module trains, evaluates as "" and exports."""
+        return getattr(self, self.recognizer_name)
+
+    @property
+    def processor(self) -> Wav2Vec2Processor:
+        """The datamodule's processor when attached (the data decides vocabulary and
+        normalization), else the one saved with the model this one starts from, else the
+        casebook vocabulary's."""
+        if (attached := datamodule_processor(self)) is not None:
+            return attached
+        if self._processor is None:
+            self._processor = default_processor(self._processor_source)
+        return self._processor
+
+    def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """The recognizer's CTC logits (batch, frames, vocab)."""
+        return self.recognizer(input_values, attention_mask=attention_mask).logits
+
+    def model_step(self, batch: dict, stage: str) -> dict:
+        raise NotImplementedError
+
+    def log_terms(self, step: dict, stage: str, batch_size: int) -> None:
+        # Evaluation terms are the whole split's under DDP (each rank sees its shard); a training
+        # step's stay per rank, as a sync on every step would cost a collective per term.
+        for name in self.logged_terms:
+            self.log(
+                f"{stage}/{name}", step[name], prog_bar=name == "loss", batch_size=batch_size,
+                sync_dist=stage != "train",
+            )  # fmt: skip
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        step = self.model_step(batch, "train")
+        self.log_terms(step, "train", len(batch["ids"]))
+        return step["loss"]
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        step = self.model_step(batch, stage)
+        size = len(batch["ids"])
+        self.log_terms(step, stage, size)
+        tokenizer = self.processor.tokenizer
+        references = reference_transcripts(batch["labels"], tokenizer)
+        valid = step["valid_frames"]
+        transcripts = {}
+        for who, logits in step["logits"].items():
+            predictions = transcripts[who] = greedy_transcripts(logits, valid, tokenizer)
+            for rate in ("wer", "cer"):
+                # torchmetrics objects: they sum their counts over DDP ranks themselves
+                metric = self.error_rates[f"{stage}_{who}{rate}"]
+                metric.update(predictions, references)
+                self.log(f"{stage}/{who}{rate}", metric, prog_bar=not who, batch_size=size)
+            if stage == "test":
+                self.beam_evaluation.update(self, who, logits, valid, references)
+        if stage == "test":
+            self.error_analysis.update(batch["ids"], references, transcripts)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.error_analysis.reset()
+        self.beam_evaluation.start(self, self.processor.tokenizer)
+
+    def on_test_epoch_end(self) -> None:
+        self.error_analysis.report(self)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Greedy transcripts, for `casebook predict` with a prediction writer."""
+        logits = self(batch["input_values"], batch["attention_mask"])
+        valid = frame_mask(self.recognizer, logits.shape[1], batch["attention_mask"])
+        transcripts = greedy_transcripts(logits, valid, self.processor.tokenizer)
+        return {"ids": batch["ids"], "transcripts": transcripts}
+
+    def trained_parameters(self):
+        """What the optimizer steps (the recognizer's parameters)."""
+        return self.recognizer.parameters()
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        return adamw_with_warmup(
+            self,
+            self.trained_parameters(),
+            hp.learning_rate,
+            hp.weight_decay,
+            hp.warmup_steps,
+            hp.lr_schedule,
+        )
+
+    def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
+        """Write the recognizer (this module's weights, or a checkpoint's, read with
+        weights_only=True) and its processor to `directory` with `save_pretrained`."""
+        return export_pretrained(
+            self.recognizer,
+            self.processor,
+            directory,
+            checkpoint_path,
+            f"{self.recognizer_name}.",
+        )
+
+    def on_fit_end(self) -> None:
+        hp = self.hparams
+        fit_end_export(
+            self, hp.export_dir, self.export_name, hp.export_best, self.beam_evaluation.config
+        )

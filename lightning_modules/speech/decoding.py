@@ -152,6 +152,8 @@ class BeamSearchEvaluation(nn.Module):
 
     def __init__(self, config: BeamSearchConfig, models: tuple[str, ...] = ("",)) -> None:
         super().__init__()
+        if config.beam_width > 0 and config.language_model not in (None, "train"):
+            check_arpa(config.language_model)  # a bad path fails before any training or logger
         self.config = config
         self.metrics = nn.ModuleDict()
         for who in models:

@@ -36,30 +36,22 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+from transformers import Wav2Vec2ForCTC
 from transformers.modeling_outputs import CausalLMOutput
 
 from datamodules.hparams import from_plain, load_checkpoint, plain_hyperparameters
 from lightning_modules.common import Schedule
 from lightning_modules.speech.ctc import (
-    WorstUtterances,
-    adamw_with_warmup,
-    datamodule_processor,
-    default_processor,
-    error_rate_metrics,
+    CTCSpeechModule,
     export_pretrained,
-    fit_end_export,
     frame_mask,
-    greedy_transcripts,
-    reference_transcripts,
     too_short_for_ctc,
     warn_too_short,
 )
-from lightning_modules.speech.decoding import BeamSearchConfig, BeamSearchEvaluation
+from lightning_modules.speech.decoding import BeamSearchConfig
 
 LayerMap = list[int] | Literal["alternate", "first_k"]
 
@@ -160,8 +152,13 @@ def encoder_states(model: Wav2Vec2ForCTC, output: CausalLMOutput) -> list[Tensor
     return states
 
 
-class Wav2Vec2Distiller(L.LightningModule):
+class Wav2Vec2Distiller(CTCSpeechModule):
     """Distils a wav2vec2 CTC teacher into a shallower student (KL + CTC + hidden-state losses)."""
+
+    recognizer_name = "student"
+    export_name = "student_hf"
+    decoded = ("", "teacher_")
+    logged_terms = ("kl_loss", "ctc_loss", "hidden_l2", "hidden_cos", "loss")
 
     def __init__(
         self,
@@ -273,12 +270,7 @@ class Wav2Vec2Distiller(L.LightningModule):
         for s, t in self.hidden_layer_pairs:
             if not (0 <= s <= student_layers and 0 <= t <= teacher_layers):
                 raise ValueError(f"hidden_layer_pairs entry {(s, t)} outside the models' layers")
-        self.wer, self.cer = error_rate_metrics()
-        self.error_analysis = WorstUtterances(worst_utterances)
-        self.beam_evaluation = BeamSearchEvaluation(beam_search, models=("", "teacher_"))
-        self.teacher_wer, self.teacher_cer = error_rate_metrics()
-        self._processor: Wav2Vec2Processor | None = None
-        self._warned_too_short: set[str] = set()
+        self.init_ctc(worst_utterances, beam_search, teacher)
 
     def _load_student(self, student_init: str, config: dict) -> Wav2Vec2ForCTC:
         try:
@@ -315,20 +307,7 @@ class Wav2Vec2Distiller(L.LightningModule):
         teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
         checkpoint["state_dict"] = {**teacher_state, **checkpoint["state_dict"]}
 
-    @property
-    def processor(self) -> Wav2Vec2Processor:
-        """The datamodule's processor when attached, else the teacher's, else the casebook one."""
-        if (attached := datamodule_processor(self)) is not None:
-            return attached
-        if self._processor is None:
-            self._processor = default_processor(self.hparams.teacher)
-        return self._processor
-
     # ------------------------------------------------------------------ losses
-
-    def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Student CTC logits (batch, frames, vocab)."""
-        return self.student(input_values, attention_mask=attention_mask).logits
 
     def _observe_ranges(self, enabled: bool) -> None:
         # A quantization-aware student learns its activation ranges from training batches only.
@@ -372,81 +351,14 @@ class Wav2Vec2Distiller(L.LightningModule):
             "ctc_loss": student_out.loss,
             "hidden_l2": hidden_l2,
             "hidden_cos": hidden_cos,
-            "student_logits": student_out.logits,
-            "teacher_logits": teacher_out.logits,
+            "logits": {"": student_out.logits, "teacher_": teacher_out.logits},
             "valid_frames": valid,
         }
-
-    def _log_losses(self, step: dict[str, Tensor], stage: str, batch_size: int) -> None:
-        # Evaluation losses are the whole split's under DDP (each rank sees its shard); a training
-        # step's stay per rank, as a sync on every step would cost a collective per term.
-        sync = stage != "train"
-        for name in ("kl_loss", "ctc_loss", "hidden_l2", "hidden_cos", "loss"):
-            self.log(
-                f"{stage}/{name}", step[name], prog_bar=name == "loss", batch_size=batch_size,
-                sync_dist=sync,
-            )  # fmt: skip
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        step = self.model_step(batch, "train")
-        self._log_losses(step, "train", len(batch["ids"]))
-        return step["loss"]
-
-    def _evaluate(self, batch: dict, stage: str) -> None:
-        step = self.model_step(batch, stage)
-        size = len(batch["ids"])
-        self._log_losses(step, stage, size)
-        tokenizer = self.processor.tokenizer
-        references = reference_transcripts(batch["labels"], tokenizer)
-        models = (
-            ("", step["student_logits"], self.wer, self.cer),
-            ("teacher_", step["teacher_logits"], self.teacher_wer, self.teacher_cer),
-        )
-        transcripts = {}
-        for who, logits, wer, cer in models:
-            predictions = transcripts[who] = greedy_transcripts(
-                logits, step["valid_frames"], tokenizer
-            )
-            wer[stage].update(predictions, references)
-            cer[stage].update(predictions, references)
-            self.log(f"{stage}/{who}wer", wer[stage], prog_bar=not who, batch_size=size)
-            self.log(f"{stage}/{who}cer", cer[stage], prog_bar=not who, batch_size=size)
-            if stage == "test":
-                self.beam_evaluation.update(self, who, logits, step["valid_frames"], references)
-        if stage == "test":
-            self.error_analysis.update(batch["ids"], references, transcripts)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_start(self) -> None:
-        self.error_analysis.reset()
-        self.beam_evaluation.start(self, self.processor.tokenizer)
-
-    def on_test_epoch_end(self) -> None:
-        self.error_analysis.report(self)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """The student's greedy transcripts, for `casebook predict` with a prediction writer."""
         self._observe_ranges(False)
-        logits = self(batch["input_values"], batch["attention_mask"])
-        valid = frame_mask(self.student, logits.shape[1], batch["attention_mask"])
-        transcripts = greedy_transcripts(logits, valid, self.processor.tokenizer)
-        return {"ids": batch["ids"], "transcripts": transcripts}
-
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return adamw_with_warmup(
-            self,
-            self.student.parameters(),
-            hp.learning_rate,
-            hp.weight_decay,
-            hp.warmup_steps,
-            hp.lr_schedule,
-        )
+        return super().predict_step(batch, batch_idx)
 
     # ------------------------------------------------------------------ export
 
@@ -455,9 +367,7 @@ class Wav2Vec2Distiller(L.LightningModule):
         to `directory` with `save_pretrained`; a quantization-aware student also as int8 to
         `int8_export_dir` (default `student_int8_qat` next to `directory`)."""
         if not self.hparams.quantization_aware:
-            return export_pretrained(
-                self.student, self.processor, directory, checkpoint_path, "student."
-            )
+            return super().export(directory, checkpoint_path)
         student = self.student
         if checkpoint_path:
             state = load_checkpoint(checkpoint_path)["state_dict"]
@@ -471,12 +381,3 @@ class Wav2Vec2Distiller(L.LightningModule):
         quantize.save_quantized(quantize.convert_qat(student), int8_dir, "qat", self.processor)
         print(f"exported the int8 (QAT) student to {int8_dir}")
         return path
-
-    def on_fit_end(self) -> None:
-        fit_end_export(
-            self,
-            self.hparams.export_dir,
-            "student_hf",
-            self.hparams.export_best,
-            self.beam_evaluation.config,
-        )

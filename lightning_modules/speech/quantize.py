@@ -31,25 +31,9 @@ float.
 - qat: the same wrapping with fake quantization (`prepare_qat`), fine-tuned by the distiller
   (`Wav2Vec2Distiller(quantization_aware=True)`), then `convert_qat`.
 
-Backend choice, measured on this machine (2 shared AMD EPYC cores, AVX2 without VNNI, torch
-2.14.1, one thread, a 2-layer 256-wide student of 2.15 M parameters, batch 1). Forward of one
-1.9 s test utterance, median of 10, float eager 12.9 ms = 1x:
-    torch.ao dynamic int8 (Linear), eager, x86 engine      9.7 ms   1.33x
-    float, torch.compile (inductor)                        26.2 ms   0.49x
-    torchao 0.18 Int8DynamicActivationInt8Weight, compiled  277 ms   0.05x
-    torchao 0.18 Int8DynamicActivationInt8Weight, eager   ~12x slower than float (6 utterances)
-torchao's int8 matmul lowers to `aten::_int_mm`, whose CPU kernel without VNNI took 87% of the
-compiled forward, and inductor made even the float model slower. So every mode uses torch.ao's
-eager quantization on the x86 engine (fbgemm and onednn timed the same per Linear), with its
-deprecation warnings silenced in one place (`eager_quantization`). Graph mode (FX, PT2E) was not
-tried: PT2E's int8 speed comes from inductor, slower than eager here, and eager wrapping keeps the
-Hugging Face model's forward, config and hidden states as they are. Where the time goes, float
-student, one thread: Linear ~48%, convolutions ~26%, attention ~9%, GELU ~7%; one int8 Linear
-ran 1.4-1.85x faster than float (256x256 to 1024x256, 200 frames). Hence int8 Linear alone gives
-at most ~1.25x on the whole forward. `bench/speech.py` (150 test utterances, one thread) measured
-against the float student: dynamic 3.74x smaller and 1.15x faster, static 3.27x and 1.27x, QAT
-3.27x and 1.27x; WER +0.5, +1.2 and +1.5 points (bench/README.md). `bench/speech_shapes.py`
-times the same modes on wav2vec2-base's shape: int8 Linear there runs 2.15x faster than float.
+Backend: torch.ao's eager quantization on the x86 engine, chosen by measurement (torchao's int8
+and torch.compile were slower than float on an AVX2 CPU without VNNI); the measurements and where
+the time goes are in bench/README.md ("Why torch.ao eager").
 
 Saved form (`save_quantized`, `load_quantized`): the float config and the processor
 (`save_pretrained`), the int8 state dict (`quantized_state_dict.pt`, loads with
@@ -97,7 +81,7 @@ def eager_quantization() -> Iterator[None]:
     """torch.ao eager quantization on `ENGINE`, its deprecation warnings silenced.
 
     torch.ao.quantization warns on every call that it is deprecated in favour of torchao; torchao's
-    int8 path ran ~20x slower than float on this CPU (module docstring), so casebook keeps
+    int8 path ran ~20x slower than float on an AVX2 CPU (bench/README.md), so casebook keeps
     torch.ao and silences these warnings here, the one place that calls it."""
     previous = torch.backends.quantized.engine
     with warnings.catch_warnings():

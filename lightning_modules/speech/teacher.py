@@ -20,33 +20,23 @@ distiller's `--model.teacher` reads.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import lightning as L
-from torch import Tensor, nn
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
+from torch import nn
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from datamodules.hparams import from_plain, plain_hyperparameters
 from lightning_modules.common import Init, Schedule, init_weights
 from lightning_modules.speech.ctc import (
-    WorstUtterances,
-    adamw_with_warmup,
-    datamodule_processor,
-    default_processor,
-    error_rate_metrics,
-    export_pretrained,
-    fit_end_export,
+    CTCSpeechModule,
     frame_mask,
-    greedy_transcripts,
-    reference_transcripts,
     too_short_for_ctc,
     uniform_ctc_loss,
     warn_too_short,
 )
-from lightning_modules.speech.decoding import BeamSearchConfig, BeamSearchEvaluation
+from lightning_modules.speech.decoding import BeamSearchConfig
 
 
-class Wav2Vec2CTCRecipe(L.LightningModule):
+class Wav2Vec2CTCRecipe(CTCSpeechModule):
     """A wav2vec2 CTC speech recognizer trained from scratch (or fine-tuned) on `SpeechDataModule`."""
 
     def __init__(
@@ -172,11 +162,7 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
             )
             self.model = Wav2Vec2ForCTC(config)
             init_weights(self.model, init)
-        self.wer, self.cer = error_rate_metrics()
-        self.error_analysis = WorstUtterances(worst_utterances)
-        self.beam_evaluation = BeamSearchEvaluation(beam_search)
-        self._processor: Wav2Vec2Processor | None = None
-        self._warned_too_short: set[str] = set()
+        self.init_ctc(worst_utterances, beam_search, pretrained)
 
     @property
     def backbone(self) -> nn.Module:
@@ -185,21 +171,7 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         wav2vec2's fine-tuning froze the transformer for its first updates (Baevski et al. 2020)."""
         return self.model.wav2vec2
 
-    @property
-    def processor(self) -> Wav2Vec2Processor:
-        """The datamodule's processor when attached, else the one saved with `pretrained`, else
-        the casebook vocabulary's."""
-        if (attached := datamodule_processor(self)) is not None:
-            return attached
-        if self._processor is None:
-            self._processor = default_processor(self.hparams.pretrained)
-        return self._processor
-
-    def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """CTC logits (batch, frames, vocab)."""
-        return self.model(input_values, attention_mask=attention_mask).logits
-
-    def model_step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor, Tensor]:
+    def model_step(self, batch: dict, stage: str) -> dict:
         """CTC loss, logits and valid-frame mask of one batch (shared by train, val and test)."""
         out = self.model(
             batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"]
@@ -207,75 +179,8 @@ class Wav2Vec2CTCRecipe(L.LightningModule):
         short = too_short_for_ctc(self.model, batch["attention_mask"], batch["labels"])
         warn_too_short(self, batch, short, stage)
         valid = frame_mask(self.model, out.logits.shape[1], batch["attention_mask"])
-        return out.loss, out.logits, valid
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, _, _ = self.model_step(batch, "train")
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
-        return loss
-
-    def _evaluate(self, batch: dict, stage: str) -> None:
-        loss, logits, valid = self.model_step(batch, stage)
-        size = len(batch["ids"])
-        tokenizer = self.processor.tokenizer
-        predictions = greedy_transcripts(logits, valid, tokenizer)
-        references = reference_transcripts(batch["labels"], tokenizer)
-        self.wer[stage].update(predictions, references)
-        self.cer[stage].update(predictions, references)
-        if stage == "test":
-            self.error_analysis.update(batch["ids"], references, {"": predictions})
-            self.beam_evaluation.update(self, "", logits, valid, references)
-        # Under DDP each rank sees its shard: the mean over ranks is the split's (the error
-        # rates are torchmetrics objects, which sum their counts over ranks themselves).
-        self.log(f"{stage}/loss", loss, batch_size=size, sync_dist=True)
-        self.log(f"{stage}/wer", self.wer[stage], prog_bar=True, batch_size=size)
-        self.log(f"{stage}/cer", self.cer[stage], prog_bar=True, batch_size=size)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_start(self) -> None:
-        self.error_analysis.reset()
-        self.beam_evaluation.start(self, self.processor.tokenizer)
-
-    def on_test_epoch_end(self) -> None:
-        self.error_analysis.report(self)
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Greedy transcripts, for `casebook predict` with a prediction writer."""
-        logits = self(batch["input_values"], batch["attention_mask"])
-        valid = frame_mask(self.model, logits.shape[1], batch["attention_mask"])
-        transcripts = greedy_transcripts(logits, valid, self.processor.tokenizer)
-        return {"ids": batch["ids"], "transcripts": transcripts}
+        return {"loss": out.loss, "logits": {"": out.logits}, "valid_frames": valid}
 
     def expected_initial_loss(self, batch: dict) -> float:
         """For `casebook doctor`: the CTC loss of uniform outputs on this batch."""
         return uniform_ctc_loss(self.model, batch)
-
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return adamw_with_warmup(
-            self,
-            self.model.parameters(),
-            hp.learning_rate,
-            hp.weight_decay,
-            hp.warmup_steps,
-            hp.lr_schedule,
-        )
-
-    def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
-        """Write the model (this module's weights, or a checkpoint's) and its processor to
-        `directory` with `save_pretrained`."""
-        return export_pretrained(self.model, self.processor, directory, checkpoint_path, "model.")
-
-    def on_fit_end(self) -> None:
-        fit_end_export(
-            self,
-            self.hparams.export_dir,
-            "hf",
-            self.hparams.export_best,
-            self.beam_evaluation.config,
-        )

@@ -277,7 +277,11 @@ class ClipEncoders(nn.Module):
             encoders.load_state_dict(state)
             return encoders
         if not path.is_file():
-            raise DataError(f"{path}: pretrained encoders not found (a .ckpt or a folder)")
+            raise DataError(
+                f"{path}: pretrained encoders not found (a .ckpt or a folder); create them with "
+                "`casebook fit --config configs/clip_pretrainer.yaml`, or train from scratch with "
+                "--model.pretrained null"
+            )
         # EncoderConfig: the hyper-parameters of a ClipPretrainer built in Python before they
         # were saved as plain dicts
         checkpoint = load_checkpoint(path, allowed=(EncoderConfig,))

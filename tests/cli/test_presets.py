@@ -12,6 +12,7 @@ TASKS = {  # task: its config files, and what instantiating it needs besides
     "ppo_trader": (["ppo_trader.yaml"], []),
     "a2c_trader": (["ppo_trader.yaml", "a2c_trader.yaml"], []),
     "speech_teacher": (["speech_teacher.yaml"], []),
+    "speech_pretrain": (["speech_pretrain.yaml"], []),
     "speech_student": (["speech_student.yaml"], ["--model.teacher={tiny_speech_teacher}"]),
     "clip_pretrainer": (["clip_pretrainer.yaml"], []),
     "step_aligner": (["step_aligner.yaml"], ["--model.pretrained=null"]),  # no pre-training run

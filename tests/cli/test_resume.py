@@ -68,6 +68,12 @@ TASKS = {
     "speech_student": [
         "--config", str(REPO / "configs/speech_student.yaml"), *TINY_SPEECH,
     ],
+    "speech_pretrain": [  # masks and negatives from NumPy's global generator
+        "--config", str(REPO / "configs/speech_pretrain.yaml"), *TINY_SPEECH,
+        *(f"--model.{k}={v}" for k, v in TINY_WAV2VEC2.items()),
+        "--model.num_codevectors_per_group=16", "--model.codevector_dim=16",
+        "--model.proj_codevector_dim=16", "--model.num_negatives=10",
+    ],
     "clip_pretrainer": [
         "--config", str(REPO / "configs/clip_pretrainer.yaml"), *TINY_VIDEO,
         "--data.num_train_videos=4", "--data.batch_size=4",
@@ -87,6 +93,7 @@ STOPS = {
     "ppo_trader": ("subprocess", "SIGTERM", 1),
     "speech_teacher": ("in-process", "SIGTERM", 0),
     "speech_student": ("in-process", "SIGTERM", 0),
+    "speech_pretrain": ("in-process", "SIGTERM", 0),
     "clip_pretrainer": ("in-process", "SIGTERM", 1),
     "speech_teacher_workers": ("in-process", "SIGTERM", 0),
     "clip_pretrainer_workers": ("in-process", "SIGTERM", 1),

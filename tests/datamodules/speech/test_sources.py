@@ -148,3 +148,33 @@ def test_skip_mode_drops_and_counts_bad_input(case, manifest_dir):
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 12
     assert dm.bad_input_counts == {f"train/skipped_{case}": 2}
+
+
+def test_unlabeled_audio_reads_from_a_manifest_without_text_or_a_folder(manifest_dir, tmp_path):
+    for split in ("train", "val", "test"):  # drop every transcript
+        path = manifest_dir / f"{split}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        _write_manifest(path, [{k: v for k, v in r.items() if k != "text"} for r in rows])
+    with pytest.raises(DataError, match=r"train.jsonl: row 1: no text string"):
+        _manifest_module(manifest_dir).setup("fit")
+    unlabeled = _manifest_module(manifest_dir, labeled=False)
+    unlabeled.setup("fit")
+    assert len(unlabeled.datasets["train"]) == 12
+
+    folder = SpeechDataModule(
+        source="folder", audio_dir=str(manifest_dir / "audio"), labeled=False, batch_size=4
+    )
+    folder.setup()
+    splits = {name: {u.id for u in folder.datasets[name].utterances} for name in folder.datasets}
+    everything = {p.relative_to(manifest_dir / "audio").as_posix()
+                  for p in (manifest_dir / "audio").rglob("*.wav")}  # fmt: skip
+    assert set().union(*splits.values()) == everything
+    assert sum(map(len, splits.values())) == len(everything)  # disjoint
+    with pytest.raises(ValueError, match="labeled false"):
+        SpeechDataModule(source="folder", audio_dir=str(manifest_dir / "audio")).setup("fit")
+    (tmp_path / "empty").mkdir()
+    for name, message in (("empty", "no .wav or .flac files under it"), ("absent", "not exist")):
+        with pytest.raises(DataError, match=f"{name}: (audio folder does )?{message}"):
+            SpeechDataModule(source="folder", audio_dir=str(tmp_path / name), labeled=False).setup(
+                "fit"
+            )

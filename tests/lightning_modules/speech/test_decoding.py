@@ -1,5 +1,6 @@
 """CTC beam search with and without the training transcripts' language model."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -97,3 +98,18 @@ def test_a_missing_or_corrupt_language_model_is_one_line_naming_it(tmp_path):
         beam_decoder(TOKENIZER, corrupt)
     with pytest.raises(DataError, match="training transcripts"):
         language_model_path(SimpleNamespace(trainer=SimpleNamespace()), BeamSearchConfig())
+
+
+def test_a_missing_language_model_file_stops_the_command_line_in_one_line(cli_env, tmp_path):
+    from casebook_runner import casebook
+
+    result = casebook(
+        "test", "--config", "configs/speech_teacher.yaml",
+        "--model.beam_search.language_model", str(tmp_path / "nowhere.arpa"),
+        f"--trainer.default_root_dir={tmp_path}",
+        env=cli_env, cwd=Path(__file__).resolve().parents[3], timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("casebook: error:") and "nowhere.arpa" in lines[-1]
+    assert not (tmp_path / "wandb").exists()  # stopped before any logger started

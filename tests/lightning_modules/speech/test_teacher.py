@@ -46,7 +46,7 @@ def test_ctc_loss_stays_finite_on_an_utterance_too_short_for_its_transcript(teac
         False,
     ]
     with pytest.warns(UserWarning, match="too-short"):
-        loss, _, _ = recipe.model_step(batch, "train")
+        loss = recipe.model_step(batch, "train")["loss"]
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in recipe.parameters() if p.grad is not None)
@@ -109,14 +109,15 @@ def test_the_teacher_learns_to_spell_a_small_batch_it_trains_on(teacher_args, ba
     def cer() -> float:
         recipe.eval()
         with torch.no_grad():
-            _, logits, valid = recipe.model_step(batch, "val")
+            step = recipe.model_step(batch, "val")
+            logits, valid = step["logits"][""], step["valid_frames"]
         recipe.train()
         return float(char_error_rate(greedy_transcripts(logits, valid, tokenizer), references))
 
     before = cer()
     optimizer = torch.optim.AdamW(recipe.parameters(), lr=3e-3)
     for _ in range(300):
-        loss, _, _ = recipe.model_step(batch, "train")
+        loss = recipe.model_step(batch, "train")["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

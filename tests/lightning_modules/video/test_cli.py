@@ -109,3 +109,19 @@ def test_pretrain_then_align_writes_encoders_metrics_and_a_timeline(cli_env, tmp
         for row in worst
     )
     assert (aligner_root / "figures" / "test-worst_videos.png").stat().st_size > 5_000
+
+
+def test_the_aligner_without_its_pretrained_encoders_says_how_to_make_them_in_one_line(
+    cli_env, tmp_path
+):
+    from casebook_runner import casebook
+
+    result = casebook(
+        "fit", "--config", str(REPO / "configs/step_aligner.yaml"), *TINY_TRAINER, *TINY_DATA,
+        f"--trainer.default_root_dir={tmp_path}", env=cli_env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("casebook: error: runs/clip_pretrainer/encoders")
+    assert "configs/clip_pretrainer.yaml" in lines[-1] and "--model.pretrained null" in lines[-1]
+    assert "Traceback" not in result.stderr
