@@ -87,6 +87,40 @@ def test_attend_align_decodes_every_step_in_order(align_batch, aligner):
     assert (labels == -100).equal(~align_batch["frame_mask"])
 
 
+def test_the_attend_align_head_aligns_held_out_videos_beyond_its_random_row(align_data, aligner):
+    """Learning, not only a falling loss: trained from scratch on 32 tiny videos, it aligns
+    validation videos it never saw better than the random ordered segmentation every evaluation
+    scores (0.89 against 0.25 mIoU when written)."""
+    from datamodules.video import InstructionalVideoDataModule
+    from lightning_modules.video.decoding import labels_from_segments, random_segments
+    from lightning_modules.video.metrics import StepAlignmentMetrics
+
+    sizes = {"num_train_videos": 32, "num_val_videos": 8}
+    data = InstructionalVideoDataModule(**{**align_data.hparams, **sizes})
+    module = aligner("attend_align")
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    module.train()
+    for _ in range(8):
+        for batch in data.train_dataloader():
+            loss = module.loss(module(batch), batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    module.eval()
+    trained, chance = StepAlignmentMetrics(), StepAlignmentMetrics()
+    generator = torch.Generator().manual_seed(0)
+    for batch in data.val_dataloader():
+        with torch.no_grad():
+            segments, labels = module.predict_segments(module(batch), batch)
+        truth = (batch["segments"].long(), batch["step_mask"])
+        trained.update(segments, *truth, labels, batch["frame_labels"])
+        guess = random_segments(batch["frame_mask"], batch["step_mask"], generator)
+        guess_labels = labels_from_segments(guess, batch["frame_mask"], batch["step_mask"])
+        chance.update(guess, *truth, guess_labels, batch["frame_labels"])
+    learned, random = trained.compute()["miou"], chance.compute()["miou"]
+    assert learned > random + 0.2, (learned, random)
+
+
 class RecordEncoderMode(L.Callback):
     def __init__(self) -> None:
         self.modes: list[tuple[bool, bool]] = []  # (any encoder module training, head training)
