@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# pyctcdecode (CTC beam search with a KenLM language model, what transformers'
-	# Wav2Vec2ProcessorWithLM loads) declares numpy<2 but runs on numpy 2 (tests/.../test_decoding.py):
+	# Wav2Vec2ProcessorWithLM loads) declares numpy<2 but runs on numpy 2 (test_beam_search.py):
 	# installed without its declared dependencies, which pyproject.toml lists (pygtrie, kenlm).
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps pyctcdecode
 	touch $(STAMP)

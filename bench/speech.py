@@ -47,8 +47,8 @@ from transformers import Wav2Vec2ForCTC
 from bench.common import load_average, machine, markdown_table, write_results
 from datamodules.speech.language_model import build_arpa
 from lightning_modules.speech import quantize
+from lightning_modules.speech.beam_search import beam_decoder, beam_transcripts
 from lightning_modules.speech.ctc import greedy_transcripts, reference_transcripts
-from lightning_modules.speech.decoding import beam_decoder, beam_transcripts
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_CONFIG = ROOT / "configs/speech_student.yaml"

@@ -28,7 +28,7 @@ from callbacks import gather_from_ranks, log_figure, log_table
 from datamodules.hparams import load_checkpoint
 from datamodules.speech.text import build_processor
 from lightning_modules.common import Schedule, build_scheduler, decay_groups, time_budget_used
-from lightning_modules.speech.decoding import (
+from lightning_modules.speech.beam_search import (
     BeamSearchConfig,
     BeamSearchEvaluation,
     beam_decoder,

@@ -42,8 +42,10 @@ from torch import Tensor
 from transformers import Wav2Vec2ForCTC
 from transformers.modeling_outputs import CausalLMOutput
 
+from datamodules.errors import DataError
 from datamodules.hparams import from_plain, load_checkpoint, plain_hyperparameters
 from lightning_modules.common import Schedule
+from lightning_modules.speech.beam_search import BeamSearchConfig
 from lightning_modules.speech.ctc import (
     CTCSpeechModule,
     export_pretrained,
@@ -51,7 +53,6 @@ from lightning_modules.speech.ctc import (
     too_short_for_ctc,
     warn_too_short,
 )
-from lightning_modules.speech.decoding import BeamSearchConfig
 
 LayerMap = list[int] | Literal["alternate", "first_k"]
 
@@ -232,11 +233,12 @@ class Wav2Vec2Distiller(CTCSpeechModule):
         beam_search = from_plain(beam_search, BeamSearchConfig)
         try:
             self.teacher = Wav2Vec2ForCTC.from_pretrained(teacher)
-        except (OSError, ValueError) as error:  # ValueError: not even a valid hub id
-            raise ValueError(
-                f"teacher {teacher!r} is neither a save_pretrained folder nor a cached hub model "
-                f"(train one: casebook fit --config configs/speech_teacher.yaml): {error}"
-            ) from error
+        except (OSError, ValueError):  # ValueError: not even a valid hub id
+            raise DataError(
+                f"teacher {teacher}: neither a save_pretrained folder nor a cached hub model; "
+                "train one with `casebook fit --config configs/speech_teacher.yaml` (or pass "
+                "--model.teacher <folder or hub id>)"
+            ) from None
         if self.teacher.config.vocab_size != vocab_size:
             raise ValueError(
                 f"teacher {teacher!r} has {self.teacher.config.vocab_size} CTC outputs, "
@@ -275,11 +277,11 @@ class Wav2Vec2Distiller(CTCSpeechModule):
     def _load_student(self, student_init: str, config: dict) -> Wav2Vec2ForCTC:
         try:
             student = Wav2Vec2ForCTC.from_pretrained(student_init, **config)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"student_init {student_init!r} is not a save_pretrained folder (distill one: "
-                f"casebook fit --config configs/speech_student.yaml): {error}"
-            ) from error
+        except (OSError, ValueError):
+            raise DataError(
+                f"student_init {student_init}: not a save_pretrained folder; distill one with "
+                "`casebook fit --config configs/speech_student.yaml`"
+            ) from None
         for key in ("vocab_size", "hidden_size"):  # the KL and hidden-state losses compare them
             if getattr(student.config, key) != getattr(self.teacher.config, key):
                 raise ValueError(

@@ -26,6 +26,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from datamodules.hparams import from_plain, plain_hyperparameters
 from lightning_modules.common import Init, Schedule, init_weights
+from lightning_modules.speech.beam_search import BeamSearchConfig
 from lightning_modules.speech.ctc import (
     CTCSpeechModule,
     frame_mask,
@@ -33,7 +34,6 @@ from lightning_modules.speech.ctc import (
     uniform_ctc_loss,
     warn_too_short,
 )
-from lightning_modules.speech.decoding import BeamSearchConfig
 
 
 class Wav2Vec2CTCRecipe(CTCSpeechModule):

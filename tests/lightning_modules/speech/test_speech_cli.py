@@ -105,3 +105,16 @@ def test_teacher_then_student_fit_and_test_write_the_four_error_rates(
         rates = [float(row["wer"]) for row in rows]
         assert rates == sorted(rates, reverse=True) and all(row["reference"] for row in rows)
         assert (root / "figures" / "test-worst_utterances.png").stat().st_size > 5_000
+
+
+def test_the_student_without_its_teacher_says_how_to_train_one_in_one_line(speech_env, tmp_path):
+    result = run_casebook(
+        "fit", "--config", str(REPO / "configs/speech_student.yaml"),
+        f"--model.teacher={tmp_path / 'no-teacher'}", f"--trainer.default_root_dir={tmp_path}",
+        env=speech_env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("casebook: error: teacher ") and "no-teacher" in last
+    assert "configs/speech_teacher.yaml" in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "wandb").exists()  # stopped before any logger started

@@ -8,13 +8,13 @@ import torch
 
 from datamodules.errors import DataError
 from datamodules.speech.text import build_processor
-from lightning_modules.speech.ctc import greedy_transcripts
-from lightning_modules.speech.decoding import (
+from lightning_modules.speech.beam_search import (
     BeamSearchConfig,
     beam_decoder,
     beam_transcripts,
     language_model_path,
 )
+from lightning_modules.speech.ctc import greedy_transcripts
 
 TOKENIZER = build_processor().tokenizer
 
