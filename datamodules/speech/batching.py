@@ -97,11 +97,7 @@ class DurationBatchSampler(ResumableBatchSampler):
         """This rank's batches for the current epoch."""
         num_replicas, rank, epoch = self._replicas()
         indices = list(range(len(self.durations)))
-        if self.shuffle and epoch < self.shortest_first_epochs:
-            # SortaGrad (Amodei et al. 2016): the first epochs from the shortest utterance up,
-            # the easy alignments first, which shortens CTC's all-blank plateau
-            batches = self._cut(sorted(indices, key=self.durations.__getitem__))
-        elif self.shuffle:
+        if self.shuffle and epoch >= self.shortest_first_epochs:
             rng = random.Random(self.seed * 1_000_003 + epoch)
             rng.shuffle(indices)
             pool = self.batch_size * self.pool_batches
@@ -110,7 +106,7 @@ class DurationBatchSampler(ResumableBatchSampler):
                 chunk = sorted(indices[start : start + pool], key=self.durations.__getitem__)
                 batches += self._cut(chunk)
             rng.shuffle(batches)
-        else:
+        else:  # evaluation, and SortaGrad's first training epochs: shortest utterance first
             batches = self._cut(sorted(indices, key=self.durations.__getitem__))
         if num_replicas > 1:
             if self.drop_last:

@@ -212,9 +212,7 @@ def check_utterances(
     kept = []
     for r in raw:
         text = normalize_transcript(r.text, letter_case) if labeled else ""
-        if not labeled:
-            pass
-        elif not text:
+        if labeled and not text:
             policy.reject(split, "empty_transcript", f"{r.where}: transcript is empty")
             continue
         if bad := out_of_vocabulary(text, vocab):

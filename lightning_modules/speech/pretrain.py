@@ -33,15 +33,21 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+from transformers import Wav2Vec2ForPreTraining
 from transformers.models.wav2vec2.modeling_wav2vec2 import (
     _compute_mask_indices,
     _sample_negative_indices,
 )
 
-from datamodules.hparams import load_checkpoint
 from lightning_modules.common import Schedule, time_budget_used
-from lightning_modules.speech.ctc import adamw_with_warmup, datamodule_processor, default_processor
+from lightning_modules.speech.ctc import (
+    adamw_with_warmup,
+    datamodule_processor,
+    default_processor,
+    export_pretrained,
+    fit_end_export,
+    wav2vec2_config,
+)
 
 STAGE_TERMS = ("loss", "contrastive_loss", "diversity_loss", "codevector_perplexity")
 
@@ -133,22 +139,19 @@ class Wav2Vec2Pretrainer(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if math.prod(conv_stride) != 320:
-            raise ValueError(f"conv_stride {conv_stride} must multiply to 320 (20 ms frames)")
-        config = Wav2Vec2Config(
+        config = wav2vec2_config(
+            conv_stride,
+            do_stable_layer_norm,
             vocab_size=vocab_size,
             pad_token_id=pad_token_id,
             hidden_size=hidden_size,
             num_hidden_layers=num_hidden_layers,
             num_attention_heads=num_attention_heads,
             intermediate_size=intermediate_size,
-            conv_dim=tuple(conv_dim),
-            conv_kernel=tuple(conv_kernel),
-            conv_stride=tuple(conv_stride),
+            conv_dim=conv_dim,
+            conv_kernel=conv_kernel,
             num_conv_pos_embeddings=num_conv_pos_embeddings,
             num_conv_pos_embedding_groups=num_conv_pos_embedding_groups,
-            do_stable_layer_norm=do_stable_layer_norm,
-            feat_extract_norm="layer" if do_stable_layer_norm else "group",
             num_codevector_groups=num_codevector_groups,
             num_codevectors_per_group=num_codevectors_per_group,
             codevector_dim=codevector_dim,
@@ -275,23 +278,7 @@ class Wav2Vec2Pretrainer(L.LightningModule):
     def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
         """`save_pretrained` the model (this module's weights, or a checkpoint's, read with
         weights_only=True) and the processor into `directory`."""
-        model = self.model
-        if checkpoint_path:
-            state = load_checkpoint(checkpoint_path)["state_dict"]
-            model = Wav2Vec2ForPreTraining(self.model.config)
-            model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(directory))
-        self.processor.save_pretrained(str(directory))
-        return directory
+        return export_pretrained(self.model, self.processor, directory, checkpoint_path, "model.")
 
     def on_fit_end(self) -> None:
-        trainer = self.trainer
-        if not trainer.is_global_zero:
-            return
-        directory = self.hparams.export_dir or Path(trainer.default_root_dir) / "pretrained"
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        use_best = self.hparams.export_best and best
-        path = self.export(directory, checkpoint_path=best if use_best else None)
-        print(f"exported {'best' if use_best else 'last'} pre-trained model to {path}")
+        fit_end_export(self, self.hparams.export_dir, "pretrained", self.hparams.export_best)

@@ -19,10 +19,8 @@ distiller's `--model.teacher` reads.
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+from transformers import Wav2Vec2ForCTC
 
 from datamodules.hparams import from_plain, plain_hyperparameters
 from lightning_modules.common import Init, Schedule, init_weights
@@ -33,6 +31,7 @@ from lightning_modules.speech.ctc import (
     too_short_for_ctc,
     uniform_ctc_loss,
     warn_too_short,
+    wav2vec2_config,
 )
 
 
@@ -130,23 +129,19 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
                     f"the data's vocabulary has {vocab_size}"
                 )
         else:
-            if math.prod(conv_stride) != 320:
-                raise ValueError(f"conv_stride {conv_stride} must multiply to 320 (20 ms frames)")
-            config = Wav2Vec2Config(
+            config = wav2vec2_config(
+                conv_stride,
+                do_stable_layer_norm,
                 vocab_size=vocab_size,
                 pad_token_id=pad_token_id,
                 hidden_size=hidden_size,
                 num_hidden_layers=num_hidden_layers,
                 num_attention_heads=num_attention_heads,
                 intermediate_size=intermediate_size,
-                conv_dim=tuple(conv_dim),
-                conv_kernel=tuple(conv_kernel),
-                conv_stride=tuple(conv_stride),
+                conv_dim=conv_dim,
+                conv_kernel=conv_kernel,
                 num_conv_pos_embeddings=num_conv_pos_embeddings,
                 num_conv_pos_embedding_groups=num_conv_pos_embedding_groups,
-                do_stable_layer_norm=do_stable_layer_norm,
-                # wav2vec2-large's pairing: pre-LN transformer with layer-normed convolutions
-                feat_extract_norm="layer" if do_stable_layer_norm else "group",
                 hidden_dropout=dropout,
                 activation_dropout=dropout,
                 attention_dropout=dropout,
