@@ -9,9 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_classifier import TinyClassDataModule, TinyClassifier
+from tiny_task import TinyDataModule, TinyRegressor
 
 from callbacks import GradNormMonitor
-from casebook.doctor import CHECKS, DoctorOptions, DoctorTrainer
+from casebook.cli import main
+from casebook.doctor import CHECKS, REGISTRY, DoctorOptions, DoctorTrainer
+from casebook.doctor.harness import serving, training_on_fixed_batch
+from casebook.doctor.protocols import (
+    CountsClasses,
+    ExpectsInitialLoss,
+    FitsFixedBatch,
+    HasInspectionBatches,
+    HasSplitKeys,
+    ReportsInitialStatistics,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = DoctorOptions(steps=40, lr_steps=40, timed_steps=4, data_batches=2)
@@ -104,6 +115,98 @@ def test_a_check_a_task_cannot_support_is_skipped_with_the_reason(tmp_path):
         assert rows[check].status == "skip"
         assert "fixed_batch()" in rows[check].note
     assert rows["gradient norms"].status == "pass"  # measured on the real training_step
+
+
+def test_the_registry_holds_every_check_by_name_in_table_order():
+    names = [
+        "initial_loss", "overfit_one_batch", "learning_rate", "gradient_norms", "activations",
+        "nonfinite_data", "class_balance", "split_leakage", "throughput", "peak_memory",
+    ]  # fmt: skip
+    assert list(REGISTRY) == names
+    assert [check.title for check in REGISTRY.values()] == list(CHECKS)
+    assert all(REGISTRY[name].name == name for name in names)
+    help_text = DoctorTrainer.doctor.__doc__  # what `casebook doctor --help` shows for --only
+    assert all(name in help_text for name in names)
+
+
+def test_a_task_without_the_optional_methods_gets_skip_rows_and_the_rest_runs(tmp_path):
+    torch.manual_seed(0)
+    model, data = (
+        TinyRegressor(feature_dim=4),
+        TinyDataModule(num_features=4),
+    )  # no optional methods
+    assert not isinstance(model, ExpectsInitialLoss) and not isinstance(data, HasSplitKeys)
+    only = "split_leakage,initial_loss, class_balance,overfit_one_batch"
+    report = DoctorTrainer(default_root_dir=tmp_path, logger=False).doctor(model, data, QUICK, only)
+    rows = {row.check: row for row in report.rows}
+    assert list(rows) == [  # the chosen checks only, in table order
+        "initial loss", "overfit one batch", "data: class balance", "data: split leakage",
+    ]  # fmt: skip
+    skipped = {check: row.note for check, row in rows.items() if row.status == "skip"}
+    assert skipped == {
+        "initial loss": "TinyRegressor defines no expected_initial_loss()",
+        "data: class balance": "TinyDataModule defines no class_counts()",
+        "data: split leakage": "TinyDataModule defines no split_keys()",
+    }
+    assert float(rows["initial loss"].measured) > 0  # the first loss is still shown
+    assert rows["overfit one batch"].status == "pass", rows["overfit one batch"]
+
+
+def test_the_harness_patches_restore_what_they_replaced_even_after_an_error():
+    datamodule, model = TinyDataModule(), TinyRegressor()
+    own_loader = datamodule.train_dataloader = lambda: (
+        "the datamodule's own"
+    )  # an instance attribute
+    batch = torch.zeros(3)
+    with pytest.raises(RuntimeError), serving(datamodule, batch, 2):
+        assert [b for b in datamodule.train_dataloader()] == [batch, batch]
+        raise RuntimeError
+    assert datamodule.train_dataloader is own_loader
+    with training_on_fixed_batch(model) as step:
+        assert model.training_step == step.training_step
+    assert "training_step" not in vars(model)  # the class's method again
+
+
+def test_the_tasks_satisfy_the_protocols_their_checks_look_for():
+    from datamodules.speech import SpeechDataModule
+    from datamodules.trading import MarketDataModule
+    from datamodules.video import InstructionalVideoDataModule
+    from lightning_modules.speech import Wav2Vec2CTCRecipe
+    from lightning_modules.trading import PPOTrader
+    from lightning_modules.video import ClipPretrainer, StepAligner
+
+    for module in (PPOTrader, Wav2Vec2CTCRecipe, ClipPretrainer, StepAligner):
+        assert issubclass(module, ExpectsInitialLoss), module
+    assert issubclass(PPOTrader, FitsFixedBatch) and issubclass(PPOTrader, ReportsInitialStatistics)
+    assert not issubclass(ClipPretrainer, FitsFixedBatch)
+    for datamodule in (MarketDataModule, SpeechDataModule, InstructionalVideoDataModule):
+        assert issubclass(datamodule, HasSplitKeys), datamodule
+    assert issubclass(MarketDataModule, HasInspectionBatches)
+    assert not issubclass(MarketDataModule, CountsClasses)
+    for datamodule in (SpeechDataModule, InstructionalVideoDataModule):
+        assert issubclass(datamodule, CountsClasses), datamodule
+
+
+def test_only_runs_the_chosen_checks_and_an_unknown_name_stops_in_one_line(tmp_path, capsys):
+    (tmp_path / "broken.yaml").write_text(BROKEN)
+    command = [
+        "doctor", "--config", str(tmp_path / "broken.yaml"), "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}", *SHORT,
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--only", "learning_rate"])  # reads the rate the single-batch run records
+    assert exit.value.code == 1
+    report = json.loads((tmp_path / "doctor.json").read_text())
+    assert [(row["check"], row["status"]) for row in report["checks"]] == [
+        ("learning rate", "fail")
+    ]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--only", "overfit_batch,leakage"])
+    assert exit.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("casebook: error: --only: no check named 'overfit_batch', 'leakage';")
+    assert "overfit_one_batch" in error and "\n" not in error
 
 
 def test_the_ctc_reference_is_the_loss_of_uniform_outputs():
