@@ -15,13 +15,19 @@ padding, as `transformers.pipeline` transcribes):
 - student QAT: the int8 folder `casebook fit --config configs/speech_student_qat.yaml` exports
   (`--qat`); "not trained" when it is missing. It was fine-tuned from whichever student its config
   named, which need not be `--student`.
+- student ORT float / int8 dynamic / int8 static: the student exported to ONNX and run by ONNX
+  Runtime (`onnx_export.export_folder`: the float graph, `quantize_dynamic`, and `quantize_static`
+  calibrated on the same training batches as the torch static row).
+  `--backends torch.ao` keeps only the torch rows, `--backends onnxruntime` only ONNX Runtime's.
 Columns:
 - parameters: weights and biases, packed int8 ones included;
-- size: MB of every file in the saved folder (weights, config, processor);
+- size: MB of every file in the saved folder (weights, config, processor); for ONNX rows the
+  .onnx file and the processor's files;
 - real time: audio seconds transcribed per wall second (higher is faster), forward pass only;
   every utterance is run by every model in turn (so load changes hit all rows alike) `--repeats`
   times and each model's fastest run per utterance is kept (the one least slowed by the other
-  jobs on these cores), then summed; with 1 and with 2 torch threads;
+  jobs on these cores), then summed; with 1 and with 2 threads (torch's, and ONNX Runtime's
+  intra-op threads);
 - x teacher, x student: that real-time factor over the teacher's / float student's, same threads;
 - WER and CER: torchmetrics over greedy CTC transcripts against the normalized references
   (logits of the 1-thread pass);
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 import warnings
@@ -44,14 +51,20 @@ import torch.ao.nn.quantized as nnq
 from torchmetrics.functional.text import char_error_rate, word_error_rate
 from transformers import Wav2Vec2ForCTC
 
-from bench.common import load_average, machine, markdown_table, write_results
+from bench.common import cpu_line, load_average, machine, write_results
+from casebook.common.errors import DataError
+from casebook.common.tables import markdown_table
+from casebook.hardware import int8_tier
 from datamodules.speech.language_model import build_arpa
-from lightning_modules.speech import quantize
+from lightning_modules.speech import onnx_export, quantize
 from lightning_modules.speech.beam_search import beam_decoder, beam_transcripts
 from lightning_modules.speech.ctc import greedy_transcripts, reference_transcripts
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_CONFIG = ROOT / "configs/speech_student.yaml"
+BACKENDS = ("torch.ao", "onnxruntime")
+INT8_ROWS = ("student int8 dynamic", "student int8 static", "student QAT")
+INT8_ROWS += ("student ORT int8 dynamic", "student ORT int8 static")
 
 
 def quiet() -> None:
@@ -63,8 +76,20 @@ def folder_mb(directory: Path) -> float:
     return sum(f.stat().st_size for f in directory.iterdir() if f.is_file()) / 1e6
 
 
+def saved_mb(path: Path) -> float:
+    """A saved folder's MB, or an .onnx file's with the processor files beside it (not the other
+    .onnx files there)."""
+    if path.is_dir():
+        return folder_mb(path)
+    beside = [f for f in path.parent.iterdir() if f.is_file() and f.suffix != ".onnx"]
+    return sum(f.stat().st_size for f in [path, *beside]) / 1e6
+
+
 def weight_count(model: torch.nn.Module) -> int:
-    """Parameters, plus the int8 weights and biases quantized modules keep packed."""
+    """Parameters, plus the int8 weights and biases quantized modules keep packed (an ONNX
+    model's initializers, without the int8 scales and zero points)."""
+    if isinstance(model, onnx_export.OnnxWav2Vec2ForCTC):
+        return model.weight_count()
     total = sum(p.numel() for p in model.parameters())
     for module in model.modules():
         if isinstance(module, (nnq.Linear, nnq.Conv1d)):
@@ -126,25 +151,34 @@ def error_rates(
 
 
 def build_models(args, root: Path) -> tuple[dict, dict, dict]:
-    """(models by row, their folders, rows that could not be built and why)."""
-    student = Wav2Vec2ForCTC.from_pretrained(args.student).eval()
+    """(models by row, their saved folder or .onnx file, rows that could not be built and why)."""
+    student = onnx_export.load_float(args.student)
     folders = {"teacher": Path(args.teacher), "student": Path(args.student)}
-    models = {
-        "teacher": Wav2Vec2ForCTC.from_pretrained(args.teacher).eval(),
-        "student": student,
-    }
+    models = {"teacher": onnx_export.load_float(args.teacher), "student": student}
     start = time.perf_counter()
     calibration = quantize.calibration_batches(args.data_config, args.calibration_batches)
-    quantized = {
-        "student int8 dynamic": ("dynamic", quantize.quantize_dynamic(student)),
-        "student int8 static": ("static", quantize.quantize_static(student, calibration)),
-    }
-    print(f"quantized in {time.perf_counter() - start:.1f} s", flush=True)
-    for name, (mode, model) in quantized.items():
-        folders[name] = quantize.save_quantized(model, root / mode, mode)
-        models[name] = quantize.load_quantized(folders[name])
+    if "torch.ao" in args.backends:
+        quantized = {
+            "student int8 dynamic": ("dynamic", quantize.quantize_dynamic(student)),
+            "student int8 static": ("static", quantize.quantize_static(student, calibration)),
+        }
+        for name, (mode, model) in quantized.items():
+            folders[name] = quantize.save_quantized(model, root / mode, mode)
+            models[name] = quantize.load_quantized(folders[name])
+    if "onnxruntime" in args.backends:
+        files = onnx_export.export_folder(
+            args.student, root / "onnx", ["dynamic", "static"], calibration
+        )
+        for mode, label in (
+            ("float", "float"),
+            ("dynamic", "int8 dynamic"),
+            ("static", "int8 static"),
+        ):
+            folders[f"student ORT {label}"] = files[mode]
+            models[f"student ORT {label}"] = onnx_export.OnnxWav2Vec2ForCTC(files[mode])
+    print(f"quantized and exported in {time.perf_counter() - start:.1f} s", flush=True)
     missing = {}
-    if not args.qat:
+    if not args.qat or "torch.ao" not in args.backends:
         pass  # no QAT row asked for
     elif (Path(args.qat) / quantize.META_FILE).exists():
         folders["student QAT"] = Path(args.qat)
@@ -170,6 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=list(BACKENDS),
+        help="which int8 rows: torch.ao eager (dynamic, static, QAT), ONNX Runtime (float, int8)",
+    )
+    parser.add_argument(
         "--data-config", type=Path, default=DATA_CONFIG, help="config whose data.init_args to use"
     )
     parser.add_argument("--name", default=None, help="results file name (default: speech[_quick])")
@@ -180,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         args.repeats = 1 if args.quick else 3
     quiet()
     began, started = time.perf_counter(), machine()
-    print(f"{started['date']}, load {started['load_average']}, {vars(args)}", flush=True)
+    print(f"{started['date']}, {cpu_line()}, load {started['load_average']}", flush=True)
+    print(vars(args), flush=True)
 
     batches, processor, datamodule = test_utterances(args.utterances, args.data_config)
     decoder = None
@@ -192,8 +234,12 @@ def main(argv: list[str] | None = None) -> None:
         sum(b["input_values"].shape[1] for b in batches) / processor.feature_extractor.sampling_rate
     )
     with tempfile.TemporaryDirectory(prefix="bench_speech_") as root:
-        models, folders, missing = build_models(args, Path(root))
-        sizes = {name: folder_mb(folder) for name, folder in folders.items()}
+        try:
+            models, folders, missing = build_models(args, Path(root))
+        except DataError as error:
+            print(f"bench.speech: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        sizes = {name: saved_mb(folder) for name, folder in folders.items()}
         seconds, logits, loads = {}, None, {}
         for threads in args.threads:
             load_before = load_average()[0]
@@ -228,18 +274,27 @@ def main(argv: list[str] | None = None) -> None:
     columns = list(rows[0])
     print(
         f"\n{len(batches)} test utterances, {audio_seconds:.0f} s of audio, batch 1, "
-        f"fastest of {args.repeats} per utterance; load (1 min) per thread count: {loads}\n"
+        f"fastest of {args.repeats} per utterance; {cpu_line()}; "
+        f"load (1 min) per thread count: {loads}\n"
     )
     print(markdown_table(rows, columns))
     by = {row["model"]: row for row in rows}
-    dynamic = by["student int8 dynamic"]
+    tier = int8_tier()
     print(
-        f"\nint8 dynamic vs float student: {dynamic['x smaller than student']:.2f}x smaller "
-        f"(target >= 3), {dynamic['x student, 1 thr']:.2f}x faster on 1 thread (target >= 1.5), "
-        f"WER {100 * (dynamic['WER'] - by['student']['WER']):+.1f} points (target within 1)"
-        if 1 in args.threads
-        else ""
+        f"\nint8 tier of this CPU: {tier}; "
+        + (
+            "the int8 speed target (>= 1.5x) applies"
+            if tier in ("vnni", "amx")
+            else "no VNNI: the speed target is bounded by Amdahl's law (bench.speech_shapes)"
+        )
     )
+    for name in (n for n in INT8_ROWS if n in models and 1 in args.threads):
+        int8 = by[name]
+        print(
+            f"{name} vs float student: {int8['x smaller than student']:.2f}x smaller "
+            f"(target >= 3), {int8['x student, 1 thr']:.2f}x faster on 1 thread (target >= 1.5), "
+            f"WER {100 * (int8['WER'] - by['student']['WER']):+.1f} points (target within 1)"
+        )
     finished = machine()
     minutes = (time.perf_counter() - began) / 60
     print(f"\n{finished['date']}, load {finished['load_average']}, {minutes:.1f} min")

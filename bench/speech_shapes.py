@@ -45,8 +45,9 @@ import yaml
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-from bench.common import load_average, machine, markdown_table, write_results
+from bench.common import load_average, machine, write_results
 from bench.speech import DATA_CONFIG, folder_mb, quiet, test_utterances, timed_pass, weight_count
+from casebook.common.tables import markdown_table
 from lightning_modules.speech import quantize
 from lightning_modules.speech.distiller import resolve_layer_map, student_from_teacher
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     began, started = time.perf_counter(), machine()
     print(f"{started['date']}, load {started['load_average']}, {vars(args)}", flush=True)
-    batches, processor = test_utterances(args.utterances, args.data_config)
+    batches, processor, _ = test_utterances(args.utterances, args.data_config)
     calibration = quantize.calibration_batches(args.data_config, CALIBRATION_BATCHES)
     rate = processor.feature_extractor.sampling_rate
     audio_seconds = sum(b["input_values"].shape[1] for b in batches) / rate

@@ -12,7 +12,16 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+ISA_FLAGS = (
+    "avx2",
+    "avx_vnni",  # VNNI without AVX-512 (Intel since Alder Lake, AMD since Zen 5)
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # bf16 matrix products in hardware
 
 
@@ -32,9 +41,9 @@ def cpu(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, tuple[str, ...]]:
     return model, tuple(f for f in ISA_FLAGS if f in flags)
 
 
-def cpu_line() -> str:
+def cpu_line(cpuinfo: str = "/proc/cpuinfo") -> str:
     """`AMD EPYC (avx2 avx512f avx512_vnni avx512_bf16)`, for a table's caption or a message."""
-    model, flags = cpu()
+    model, flags = cpu(cpuinfo)
     return f"{model} ({' '.join(flags) or 'no AVX2'})"
 
 
@@ -43,3 +52,21 @@ def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     training step of the speech teacher took 17x as long under bf16 autocast as in float32
     (AVX2 code path forced with ONEDNN_MAX_CPU_ISA=AVX2 on an AMD EPYC, 2026-12-06)."""
     return any(flag in cpu(cpuinfo)[1] for flag in BF16_FLAGS)
+
+
+INT8_TIERS = {  # int8 matrix-product instructions, fastest first
+    "amx": ("amx_int8",),  # tile instructions: a block of a matrix product at once
+    "vnni": ("avx512_vnni", "avx_vnni"),  # 8-bit dot products accumulated in 32 bits
+    "avx2": ("avx2",),  # 8-bit multiply-adds into 16 bits (saturating), then 32
+}
+
+
+def int8_tier(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The fastest int8 instructions the CPU has: "amx", "vnni", "avx2" or "none". The int8 speed
+    targets of the speech student hold on "vnni" and "amx"; on "avx2" the benchmarks report the
+    Amdahl bound instead (bench/README.md)."""
+    flags = cpu(cpuinfo)[1]
+    for tier, needs in INT8_TIERS.items():
+        if any(flag in flags for flag in needs):
+            return tier
+    return "none"

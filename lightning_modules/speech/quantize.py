@@ -27,13 +27,15 @@ float.
 - static: the Linear layers and the convolutions after the first (the first reads the waveform:
   `quantized_layer_names`) are each wrapped in quant -> layer -> dequant (`QuantizedRegion`: eager
   mode needs explicit stubs where float tensors enter and leave int8), observed on calibration
-  batches (x86 qconfig: histogram observer, per-channel weights), then converted.
+  batches (fbgemm qconfig: histogram observer, per-channel weights), then converted.
 - qat: the same wrapping with fake quantization (`prepare_qat`), fine-tuned by the distiller
   (`Wav2Vec2Distiller(quantization_aware=True)`), then `convert_qat`.
 
-Backend: torch.ao's eager quantization on the x86 engine, chosen by measurement (torchao's int8
+Backend: torch.ao's eager quantization on the fbgemm engine, chosen by measurement (torchao's int8
 and torch.compile were slower than float on an AVX2 CPU without VNNI); the measurements and where
-the time goes are in bench/README.md ("Why torch.ao eager").
+the time goes are in bench/README.md ("Why torch.ao eager"). The other int8 backend is ONNX
+Runtime (`onnx_export.py`: the student exported to ONNX, int8 dynamic and static): on the AMD EPYC
+with AVX-512 VNNI its static int8 was the fastest (bench/README.md, `speech`).
 
 Saved form (`save_quantized`, `load_quantized`): the float config and the processor
 (`save_pretrained`), the int8 state dict (`quantized_state_dict.pt`, loads with
@@ -66,8 +68,12 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
 QuantMode = Literal["dynamic", "static", "qat"]
 STATE_FILE = "quantized_state_dict.pt"
 META_FILE = "quantization.json"
-# fbgemm's successor for x86; int8 kernels need a supported engine (qnnpack elsewhere, e.g. ARM)
-ENGINE = "x86" if "x86" in torch.backends.quantized.supported_engines else "qnnpack"
+# fbgemm, not torch's "x86" engine: on a CPU with AVX-512 VNNI (AMD EPYC here, the AMX Xeons) "x86"
+# sends int8 convolutions to oneDNN, which builds a kernel for every new input length: 48 ms on
+# the first call of each utterance length against 2.6 ms after (the positional convolution), and
+# every utterance has a new length. fbgemm has no per-shape cost (bench/README.md, "Why static int8
+# was slower than float"). qnnpack where fbgemm is missing (ARM).
+ENGINE = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
 POSITIONAL_CONV = "wav2vec2.encoder.pos_conv_embed.conv"
 FIRST_CONV = "wav2vec2.feature_extractor.conv_layers.0.conv"
 
