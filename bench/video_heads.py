@@ -45,7 +45,8 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from bench.common import load_average, machine, markdown_table, quiet_trainer, write_results
+from bench.common import load_average, machine, quiet_trainer, write_results
+from casebook.common.tables import markdown_table
 from datamodules.video import InstructionalVideoDataModule
 from datamodules.video.datasets import IGNORE_INDEX
 from lightning_modules.video import ClipPretrainer, StepAligner, losses

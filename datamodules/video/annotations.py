@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 
 SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
 
@@ -30,18 +30,28 @@ class AnnotatedVideo:
 
     video_id: str
     num_frames: int
-    segments: np.ndarray  # (steps, 2) int, inclusive frame indices, ordered as annotated
+    # (steps, 2) int, inclusive frame indices, in the order of the step list (which need not be
+    # the order on screen); (-1, -1) for a listed step the video skips
+    segments: np.ndarray
     texts: list[str]
     text_ids: list[int]  # equal ids = same step meaning (synonyms, identical sentences)
     heldout: list[bool] = field(default_factory=list)  # step never seen in training
     path: Path | None = None  # the file frames or features are read from
+    # (r, 3) int: step index, start, end of each later occurrence of a step done again; None: none
+    repeats: np.ndarray | None = None
 
 
-def frame_labels(segments: np.ndarray, num_frames: int) -> np.ndarray:
-    """(num_frames,) int: 0 on background, k on the k-th step's frames (1-based)."""
+def frame_labels(
+    segments: np.ndarray, num_frames: int, repeats: np.ndarray | None = None
+) -> np.ndarray:
+    """(num_frames,) int: 0 on background, k on the k-th step's frames (1-based), its repeated
+    occurrences (`repeats` rows: step index, start, end) included; skipped steps (-1) nowhere."""
     labels = np.zeros(num_frames, dtype=np.int64)
     for k, (start, end) in enumerate(np.asarray(segments).tolist(), start=1):
-        labels[start : end + 1] = k  # on overlap the later step wins
+        if start >= 0:
+            labels[start : end + 1] = k  # on overlap the later step wins
+    for k, start, end in np.asarray(repeats if repeats is not None else []).reshape(-1, 3).tolist():
+        labels[start : end + 1] = k + 1
     return labels
 
 

@@ -1,6 +1,6 @@
 """InstructionalVideoDataModule: the data of the video step-alignment task.
 
-    casebook fit --config configs/video.yaml --data.source=procedural --data.task=align
+    casebook fit --config configs/step_aligner.yaml --data.source=procedural --data.task=align
 
 Sources (`--data.source`): `procedural` (seeded generated videos, the default), `features`
 (YouCook2-style annotation JSON + `<video_id>.npy` T×D features at `--data.fps`), `video` (files
@@ -31,8 +31,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from casebook.common.errors import DataError
 from datamodules.cache import default_cache_dir
-from datamodules.errors import DataError
 from datamodules.resume import (
     ResumableBatchSampler,
     ResumableDataLoader,
@@ -53,16 +53,10 @@ from datamodules.video.datasets import (
     StepAlignmentDataset,
     VideoCollate,
 )
-from datamodules.video.decoding import (
-    DecoderName,
-    VideoFileDataset,
-    VideoFrameLoader,
-    list_videos,
-    video_decoder_class,
-)
 from datamodules.video.procedural import (
     DEFAULT_HELDOUT_STEPS,
     ProceduralVideoGenerator,
+    Reorder,
     all_step_texts,
 )
 from datamodules.video.sources import (
@@ -72,6 +66,13 @@ from datamodules.video.sources import (
     video_locator,
 )
 from datamodules.video.tokenizer import cached_wordpiece, load_pretrained_tokenizer
+from datamodules.video.video_files import (
+    DecoderName,
+    VideoFileDataset,
+    VideoFrameLoader,
+    list_videos,
+    video_decoder_class,
+)
 
 
 class InstructionalVideoDataModule(L.LightningDataModule):
@@ -96,6 +97,11 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         max_gap_frames: int = 10,
         noise_std: float = 0.04,
         heldout_steps: list[str] | None = None,
+        skip_prob: float = 0.0,
+        repeat_prob: float = 0.0,
+        reorder_prob: float = 0.0,
+        reorder: Reorder = "swap",
+        lookalike_prob: float = 0.0,
         annotations: str | None = None,
         features_dir: str | None = None,
         video_dir: str | None = None,
@@ -129,6 +135,13 @@ class InstructionalVideoDataModule(L.LightningDataModule):
             max_gap_frames: longest background stretch around procedural steps, in frames.
             noise_std: standard deviation of the per-pixel sensor noise of procedural frames.
             heldout_steps: "<action> <object>" pairs seen only in test (None: a default six).
+            skip_prob: procedural: chance each listed step is left out of the video (0: never).
+            repeat_prob: procedural: chance each shown step is done again later (0: never).
+            reorder_prob: procedural: chance a video plays its steps out of the listed order.
+            reorder: procedural, out of order: swap (two neighbouring steps) or shuffle (any order).
+            lookalike_prob: procedural: chance each background stretch holds an unnarrated
+                look-alike clip (a listed object with another action, or its action on another
+                object), labelled background (0: never).
             annotations: YouCook2-style annotation JSON (features and video sources).
             features_dir: folder of <video_id>.npy T×D feature arrays (features source).
             video_dir: folder of <video_id>.<ext> video files (video source).
@@ -178,6 +191,11 @@ class InstructionalVideoDataModule(L.LightningDataModule):
                 max_gap_frames=max_gap_frames,
                 noise_std=noise_std,
                 heldout_steps=DEFAULT_HELDOUT_STEPS if heldout_steps is None else heldout_steps,
+                skip_prob=skip_prob,
+                repeat_prob=repeat_prob,
+                reorder_prob=reorder_prob,
+                reorder=reorder,
+                lookalike_prob=lookalike_prob,
             )
             corpus = all_step_texts()
         elif annotations is not None:
@@ -244,7 +262,7 @@ class InstructionalVideoDataModule(L.LightningDataModule):
         counts: Counter[str] = Counter()
         names: dict[int, str] = {}
         for video in self.videos["train"]:
-            labels = frame_labels(video.segments, video.num_frames)
+            labels = frame_labels(video.segments, video.num_frames, video.repeats)
             if self.task == "align":
                 counts["background"] += int((labels == 0).sum())
             for k, (text_id, text) in enumerate(zip(video.text_ids, video.texts), start=1):

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.resume import EpochItem, item_generator
 from datamodules.video.annotations import AnnotatedVideo, frame_labels
 
@@ -35,23 +35,34 @@ class FeatureLoader:
         return torch.from_numpy(np.ascontiguousarray(array[np.asarray(frames)], dtype=np.float32))
 
 
-def resample(video: AnnotatedVideo, num_frames: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(frame indices to load, segments in the new indexing).
+def resample(
+    video: AnnotatedVideo, num_frames: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(frame indices to load, segments and repeats in the new indexing).
 
     With `num_frames`, the video is resampled to exactly that many evenly spaced frames and each
-    segment keeps the new frames that fall inside it (at least the one nearest its middle).
+    segment keeps the new frames that fall inside it (at least the one nearest its middle);
+    a skipped step's (-1, -1) stays.
     """
     if not num_frames:
-        return np.arange(video.num_frames), np.asarray(video.segments)
+        return np.arange(video.num_frames), np.asarray(video.segments), video.repeats
     source = np.round(np.linspace(0, video.num_frames - 1, num_frames)).astype(np.int64)
-    segments = []
-    for start, end in np.asarray(video.segments).tolist():
+
+    def moved(start: int, end: int) -> tuple[int, int]:
+        if start < 0:
+            return -1, -1
         inside = np.flatnonzero((source >= start) & (source <= end))
         if len(inside) == 0:
-            nearest = int(np.argmin(np.abs(source - (start + end) / 2)))
-            inside = np.array([nearest])
-        segments.append((inside[0], inside[-1]))
-    return source, np.array(segments, dtype=np.int64).reshape(-1, 2)
+            inside = np.array([int(np.argmin(np.abs(source - (start + end) / 2)))])
+        return inside[0], inside[-1]
+
+    segments = [moved(start, end) for start, end in np.asarray(video.segments).tolist()]
+    repeats = None
+    if video.repeats is not None:
+        repeats = np.array(
+            [(k, *moved(s, e)) for k, s, e in video.repeats.tolist()], dtype=np.int64
+        ).reshape(-1, 3)
+    return source, np.array(segments, dtype=np.int64).reshape(-1, 2), repeats
 
 
 class StepAlignmentDataset(Dataset):
@@ -76,11 +87,11 @@ class StepAlignmentDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         video = self.videos[index]
-        frames, segments = resample(video, self.num_frames)
+        frames, segments, repeats = resample(video, self.num_frames)
         return {
             self.input_key: self.loader(video, frames),
             "segments": torch.as_tensor(segments, dtype=torch.float32),
-            "frame_labels": torch.from_numpy(frame_labels(segments, len(frames))),
+            "frame_labels": torch.from_numpy(frame_labels(segments, len(frames), repeats)),
             "step_texts": list(video.texts),
             "step_text_ids": torch.as_tensor(video.text_ids, dtype=torch.long),
             "step_heldout": torch.as_tensor(video.heldout or [False] * len(video.texts)),
@@ -89,7 +100,8 @@ class StepAlignmentDataset(Dataset):
 
 
 class FrameTextPairDataset(Dataset):
-    """Item: one frame inside a step's segment and that step's text; one item per step.
+    """Item: one frame inside a step's segment and that step's text; one item per step the video
+    shows (a skipped step has no frame to pair).
 
     With `random_frame` (training) the frame is drawn anew each epoch, from
     `item_generator(seed, epoch, index)` (`EpochItem` keys from the training loader; a plain
@@ -110,7 +122,12 @@ class FrameTextPairDataset(Dataset):
     ) -> None:
         self.videos, self.loader, self.input_key = videos, loader, input_key
         self.random_frame, self.seed = random_frame, seed
-        self.steps = [(v, k) for v, video in enumerate(videos) for k in range(len(video.texts))]
+        self.steps = [
+            (v, k)
+            for v, video in enumerate(videos)
+            for k in range(len(video.texts))
+            if video.segments[k][0] >= 0
+        ]
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -13,12 +13,24 @@ noise, no object). The object gives the shape and colour; the action gives the m
 
 Step texts come from templates with synonyms ("cut the onion", "slice the onion", "chop onion").
 Some (action, object) combinations are held out of train and valid and appear only in test, for
-a zero-shot check. Everything is a pure function of the seed: `make_video(split, index)` draws a
+a zero-shot check.
+
+Steps as real videos have them (all off by default; HT-Step and CrossTask videos do all four):
+`skip_prob` leaves listed steps out of the video, `repeat_prob` does a shown step again later,
+`reorder_prob` plays the shown steps out of the listed order (`reorder`: two neighbours swapped,
+or shuffled), and `lookalike_prob` puts an unnarrated clip in a background stretch: a listed
+step's object with another action, or its action on another object, labelled background. The
+step list, its texts and the steps' looks stay those of the video without these options (drawn
+from their own random stream), so a perturbed test set is the same videos played differently.
+
+Everything is a pure function of the seed: `make_video(split, index)` draws a
 cheap spec, `render_frames(video, frames)` renders any subset of its frames, vectorised over
 frames, and a frame renders to the same pixels whichever subset it is rendered in.
 """
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -80,6 +92,8 @@ DEFAULT_HELDOUT_STEPS: tuple[str, ...] = (
 
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
+Reorder = Literal["swap", "shuffle"]  # two neighbouring steps trade places, or any order
+
 
 def step_class(action: int, obj: int) -> int:
     """The id of an (action, object) pair; texts of the same pair (synonyms) share it."""
@@ -126,6 +140,9 @@ class ProceduralVideo(AnnotatedVideo):
     speeds: np.ndarray | None = None  # (steps,) motion speed factor
     background: np.ndarray | None = None  # (3,) table colour
     clutter: np.ndarray | None = None  # (blobs, 6): x, y, sigma, r, g, b amplitude
+    # (clips, 3) int: row of the per-step arrays drawn, start, end of every clip on screen
+    # (steps, repeats, look-alikes; rows past the listed steps are look-alikes); None: the steps
+    clips: np.ndarray | None = None
 
 
 class ProceduralVideoGenerator:
@@ -147,6 +164,11 @@ class ProceduralVideoGenerator:
         max_gap_frames: int = 10,
         noise_std: float = 0.04,
         heldout_steps: list[str] | tuple[str, ...] = DEFAULT_HELDOUT_STEPS,
+        skip_prob: float = 0.0,
+        repeat_prob: float = 0.0,
+        reorder_prob: float = 0.0,
+        reorder: Reorder = "swap",
+        lookalike_prob: float = 0.0,
     ) -> None:
         if not 1 <= min_steps <= max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
@@ -160,6 +182,18 @@ class ProceduralVideoGenerator:
         self.min_step_frames, self.max_step_frames = min_step_frames, max_step_frames
         self.min_gap_frames, self.max_gap_frames = min_gap_frames, max_gap_frames
         self.noise_std = noise_std
+        for name, p in (
+            ("skip_prob", skip_prob),
+            ("repeat_prob", repeat_prob),
+            ("reorder_prob", reorder_prob),
+            ("lookalike_prob", lookalike_prob),
+        ):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if reorder not in ("swap", "shuffle"):
+            raise ValueError(f"reorder must be swap or shuffle, got {reorder!r}")
+        self.skip_prob, self.repeat_prob = skip_prob, repeat_prob
+        self.reorder_prob, self.reorder, self.lookalike_prob = reorder_prob, reorder, lookalike_prob
         self.heldout = parse_heldout_steps(heldout_steps)
         every_pair = [(a, o) for a in range(len(ACTIONS)) for o in range(len(OBJECT_NAMES))]
         self.seen_pairs = [p for p in every_pair if p not in self.heldout]
@@ -211,7 +245,7 @@ class ProceduralVideoGenerator:
             ],
             axis=1,
         )
-        return ProceduralVideo(
+        video = ProceduralVideo(
             video_id=f"procedural-{split}-{index:05d}",
             num_frames=num_frames,
             segments=segments.astype(np.int64),
@@ -228,6 +262,82 @@ class ProceduralVideoGenerator:
             speeds=rng.uniform(0.8, 1.25, num_steps),
             background=rng.uniform(0.08, 0.35, 3),
             clutter=clutter,
+        )
+        if max(self.skip_prob, self.repeat_prob, self.reorder_prob, self.lookalike_prob) == 0:
+            return video
+        # A stream of its own: the listed steps, texts and looks above stay the same.
+        played = np.random.default_rng(
+            np.random.SeedSequence([self.seed, _SPLIT_CODES[split], index, 1])
+        )
+        return self._as_real_video(video, played)
+
+    def _as_real_video(self, video: ProceduralVideo, rng: np.random.Generator) -> ProceduralVideo:
+        """`video` re-laid out with skipped, repeated, reordered steps and look-alike clips."""
+        n = len(video.texts)
+        shown = [k for k in range(n) if rng.random() >= self.skip_prob]
+        shown = shown or [int(rng.integers(n))]  # a video shows at least one step
+        order = list(shown)
+        if len(order) >= 2 and rng.random() < self.reorder_prob:
+            if self.reorder == "swap":
+                i = int(rng.integers(len(order) - 1))
+                order[i], order[i + 1] = order[i + 1], order[i]
+            else:
+                permuted = [order[i] for i in rng.permutation(len(order))]
+                order = permuted if permuted != order else order[1:] + order[:1]
+        events = list(order)  # step index per clip; n + j for look-alike j
+        for k in shown:
+            if rng.random() < self.repeat_prob:  # again, somewhere after its first time
+                first = events.index(k)
+                events.insert(int(rng.integers(first + 1, len(events) + 1)), k)
+        listed = set(zip(video.actions.tolist(), video.objects.tolist()))
+        lookalikes: list[tuple[int, int]] = []
+        with_lookalikes = []
+        for position in range(len(events) + 1):
+            if rng.random() < self.lookalike_prob:
+                k = int(rng.integers(n))
+                a, o = int(video.actions[k]), int(video.objects[k])
+                # Never a held-out pair: training must not show those, even unnarrated.
+                similar = [
+                    p for p in self.seen_pairs if (p[0] == a) != (p[1] == o) and p not in listed
+                ]
+                if similar:
+                    lookalikes.append(similar[int(rng.integers(len(similar)))])
+                    with_lookalikes.append(n + len(lookalikes) - 1)
+            if position < len(events):
+                with_lookalikes.append(events[position])
+        events = with_lookalikes
+        lengths = rng.integers(self.min_step_frames, self.max_step_frames + 1, len(events))
+        gaps = rng.integers(self.min_gap_frames, self.max_gap_frames + 1, len(events) + 1)
+        starts = gaps[:-1].cumsum() + np.concatenate([[0], lengths[:-1].cumsum()])
+        clips = np.stack([np.array(events), starts, starts + lengths - 1], axis=1).astype(np.int64)
+        segments = np.full((n, 2), -1, dtype=np.int64)
+        repeats = []
+        for k, start, end in clips.tolist():
+            if k >= n:
+                continue
+            if segments[k, 0] < 0:
+                segments[k] = (start, end)
+            else:
+                repeats.append((k, start, end))
+        m = len(lookalikes)
+        actions = np.array([a for a, _ in lookalikes], dtype=np.int64)
+        objects = np.array([o for _, o in lookalikes], dtype=np.int64)
+        base = np.array([OBJECTS[OBJECT_NAMES[o]][2] for o in objects]).reshape(m, 3)
+        return dataclasses.replace(
+            video,
+            num_frames=int(lengths.sum() + gaps.sum()),
+            segments=segments,
+            repeats=np.array(repeats, dtype=np.int64).reshape(-1, 3),
+            clips=clips,
+            actions=np.concatenate([video.actions, actions]),
+            objects=np.concatenate([video.objects, objects]),
+            centers=np.concatenate([video.centers, rng.uniform(-0.3, 0.3, (m, 2))]),
+            radii=np.concatenate([video.radii, rng.uniform(0.32, 0.42, m)]),
+            angles=np.concatenate([video.angles, rng.uniform(-0.4, 0.4, m)]),
+            colours=np.concatenate(
+                [video.colours, np.clip(base + rng.uniform(-0.06, 0.06, (m, 3)), 0.0, 1.0)]
+            ),
+            speeds=np.concatenate([video.speeds, rng.uniform(0.8, 1.25, m)]),
         )
 
     def step_clip(self, action: str, obj: str, num_frames: int = 12) -> ProceduralVideo:
@@ -274,14 +384,16 @@ class ProceduralVideoGenerator:
             )
             images[i] = table + self.noise_std * noise
 
-        step = np.full(video.num_frames, -1)
-        for k, (start, end) in enumerate(video.segments.tolist()):
-            step[start : end + 1] = k
-        step = step[frames]
-        has_object = step >= 0
+        clips = video.clips
+        if clips is None:
+            clips = np.column_stack([np.arange(len(video.segments)), video.segments])
+        clip = np.full(video.num_frames, -1)
+        for c, (_, start, end) in enumerate(clips.tolist()):
+            clip[start : end + 1] = c
+        clip = clip[frames]
+        has_object = clip >= 0
         if has_object.any():
-            k = step[has_object]
-            start, end = video.segments[k, 0], video.segments[k, 1]
+            k, start, end = clips[clip[has_object]].T
             phase = ((frames[has_object] - start) / np.maximum(end - start, 1)).astype(np.float32)
             images[has_object] = self._draw_objects(video, k, phase, images[has_object], x, y)
         return torch.from_numpy(np.clip(images, 0.0, 1.0, out=images))

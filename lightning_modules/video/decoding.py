@@ -9,11 +9,23 @@ HMM with 2n + 1 states (B0, S1, B1, S2, ..., Sn, Bn), as in the ordered alignmen
 - `ordered_log_partition`: the forward algorithm, log Σ exp(score) over all such labellings,
   for a CRF-style monotonic training loss (log Z - gold score).
 
+Real videos skip listed steps, repeat them and do them out of the listed order (CrossTask,
+HT-Step). `decode_order_tolerant` keeps the same 2n + 1 states, read as "the step last entered"
+(S_k in step k, B_k background after it), but lets any step follow any other at a price, after
+Drop-DTW's drop costs (Dvornik et al. 2021): entering a step at or before the last one entered (a
+step out of order, or a repeat) costs `order_penalty`, passing listed steps over costs
+`skip_penalty` each (also at the end of the video, for the steps never reached). With both
+penalties infinite it is exactly `decode_ordered_steps`.
+
 Hand-written: torchaudio's forced_align needs every frame assigned to a token (CTC blanks aside)
 and no library here offers this lattice batched over padded videos and step lists.
 """
 
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -164,3 +176,109 @@ def random_segments(
         segments[b, :n, 0] = starts.clamp(max=length - 1)
         segments[b, :n, 1] = torch.maximum(stops - 1, starts).clamp(max=length - 1)
     return segments.to(frame_mask.device)
+
+
+Decoding = Literal["ordered", "order_tolerant"]
+
+
+@dataclass(frozen=True)
+class OrderTolerance:
+    """Prices of the order-tolerant decoding, in log-probability units (nats) of the frame scores."""
+
+    order_penalty: float = 4.0  # entering a step at or before the last one entered
+    skip_penalty: float = 2.0  # each listed step passed over (entered later or never)
+
+
+def tolerant_transitions(num_steps: int, tolerance: OrderTolerance) -> tuple[Tensor, Tensor]:
+    """(transition scores (2S + 1, 2S + 1), from-state x to-state, IMPOSSIBLE where barred;
+    the step last entered of each state (2S + 1,): 0 for B0, k for S_k and B_k)."""
+    num_states = 2 * num_steps + 1
+    state = torch.arange(num_states)
+    last = (state + 1) // 2
+    ahead = last[None, :] - last[:, None]  # j - i for entering S_j from a state after step i
+    skipped = (ahead - 1).clamp_min(0).double() * tolerance.skip_penalty
+    into_step = torch.where(
+        ahead == 1, 0.0, torch.where(ahead > 1, skipped, tolerance.order_penalty)
+    )
+    cost = torch.where((state % 2 == 1)[None, :], into_step, -IMPOSSIBLE)
+    cost = cost.clamp(max=-IMPOSSIBLE)  # an infinite price is the finite "impossible"
+    cost[state, state] = 0.0  # stay
+    steps = state[1::2]
+    cost[steps, steps + 1] = 0.0  # S_k -> B_k
+    return (-cost).float(), last
+
+
+@torch.no_grad()
+def decode_order_tolerant(
+    log_probs: Tensor,
+    frame_mask: Tensor,
+    step_mask: Tensor,
+    tolerance: OrderTolerance = OrderTolerance(),
+) -> tuple[Tensor, Tensor]:
+    """Viterbi over labellings where steps may be skipped, repeated or out of the listed order,
+    each departure priced by `tolerance` (module docstring). Same shapes as
+    `decode_ordered_steps`; a step never entered gets segment (-1, -1), a step entered more than
+    once its longest run. O(T (2S + 1)^2) per video."""
+    log_probs = log_probs.float()
+    emissions = _state_emissions(log_probs, step_mask)
+    batch, frames, num_states = emissions.shape
+    device = log_probs.device
+    transitions, last = tolerant_transitions(step_mask.shape[1], tolerance)
+    transitions, last = transitions.to(device), last.to(device)
+    is_step = torch.arange(num_states, device=device) % 2 == 1
+    skip = min(tolerance.skip_penalty, -IMPOSSIBLE)
+    # Start in B0, or in S_j having skipped the j - 1 steps before it.
+    start = torch.where(is_step, -(last - 1).clamp_min(0).float() * skip, IMPOSSIBLE)
+    start[0] = 0.0
+    score = start.clamp_min(IMPOSSIBLE) + emissions[:, 0]
+    pointers = torch.zeros(batch, frames, num_states, dtype=torch.long, device=device)
+    for t in range(1, frames):
+        best, choice = (score[:, :, None] + transitions[None]).max(1)  # over from-states
+        real = frame_mask[:, t, None]
+        score = torch.where(real, best + emissions[:, t], score)
+        pointers[:, t] = torch.where(real, choice, torch.arange(num_states, device=device))
+    never_reached = (step_mask.sum(1, keepdim=True) - last[None]).clamp_min(0).float()
+    best, state = (score - (never_reached * skip).clamp(max=-IMPOSSIBLE)).max(1)
+    states = torch.zeros(batch, frames, dtype=torch.long, device=device)
+    rows = torch.arange(batch, device=device)
+    for t in range(frames - 1, -1, -1):
+        states[:, t] = state
+        if t > 0:
+            state = pointers[rows, t, state]
+    labels = torch.where(states % 2 == 1, (states + 1) // 2, 0).masked_fill(
+        ~frame_mask, IGNORE_INDEX
+    )
+    lengths, num_steps = frame_mask.sum(1), step_mask.sum(1)
+    for b in torch.nonzero(best <= IMPOSSIBLE / 2).flatten().tolist():  # infinite prices only
+        labels[b] = _fallback_labels(int(lengths[b]), int(num_steps[b]), frames)
+    return labels, longest_runs(labels, step_mask)
+
+
+def longest_runs(labels: Tensor, step_mask: Tensor) -> Tensor:
+    """(B, T) labels -> (B, S, 2) first and last frame of each step's longest run of frames
+    (the first of equally long ones), -1 where a step is absent."""
+    segments = torch.full((*step_mask.shape, 2), -1, dtype=torch.long)
+    for b, row in enumerate(labels.tolist()):
+        t = 0
+        for label, run in itertools.groupby(row):
+            length = len(list(run))
+            k = label - 1
+            if 0 <= k < step_mask.shape[1]:
+                start, end = segments[b, k].tolist()
+                if start < 0 or length > end - start + 1:
+                    segments[b, k] = torch.tensor([t, t + length - 1])
+            t += length
+    return segments.to(labels.device)
+
+
+def decode_steps(
+    log_probs: Tensor,
+    frame_mask: Tensor,
+    step_mask: Tensor,
+    decoding: Decoding = "ordered",
+    tolerance: OrderTolerance = OrderTolerance(),
+) -> tuple[Tensor, Tensor]:
+    """(labels (B, T), segments (B, S, 2)) by the chosen decoding of per-frame class scores."""
+    if decoding == "ordered":
+        return decode_ordered_steps(log_probs, frame_mask, step_mask)
+    return decode_order_tolerant(log_probs, frame_mask, step_mask, tolerance)

@@ -9,20 +9,24 @@ Frames and step texts are embedded by the ClipPretrainer's encoders (`--model.pr
 frozen or fine-tuned) or by fresh ones. Over `--data.source features` written by those same
 encoders (`casebook predict`, `ClipPretrainer.predict_step`), the features are taken as their
 frame embeddings (identity frame path, pretrained text encoder): the same model as on the frames.
-Heads (`--model.head`):
+Heads (`--model.head`, a component that owns its forward, loss and decoding; heads.py), by name
+(built from this module's options) or as `class_path` + `init_args`:
 - `similarity` (baseline 1): a linear model on frame-step similarities -> (start, end);
 - `lstm` (baseline 2): BiLSTM over frames, attention from the step text -> (start, end);
   both trained with 1-D GIoU (Rezatofighi et al. 2019) + L1 on centre and width;
 - `attend_align` (main): self- and cross-attention, per-frame classes 0..S with cross-entropy
-  (optional label smoothing, optional CRF-style monotonic loss over ordered labellings), decoded
-  by Viterbi over the steps in their order with background between;
-- `zero_shot`: pretrained similarities + the same ordered decoding, nothing trained.
+  (optional label smoothing, optional CRF-style monotonic loss over ordered labellings);
+- `zero_shot`: pretrained similarities, nothing trained.
+The frame-class heads are decoded (`--model.decoding`) by Viterbi over the steps in their listed
+order with background between (`ordered`), or letting steps be skipped, repeated or out of
+order at a price (`order_tolerant`, `--model.order_tolerance`; decoding.py).
 Every evaluation also scores a uniformly random ordered segmentation (`<stage>/random_*`), and
 the test logs a timeline figure of predicted vs true segments.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Literal
 
@@ -30,8 +34,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from callbacks import gather_from_ranks, log_figure, log_table
-from datamodules.errors import DataError
+from casebook.common.distributed import gather_from_ranks
+from casebook.common.errors import DataError
+from casebook.common.figures import log_figure
+from casebook.common.tables import log_table
 from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.video.datasets import IGNORE_INDEX
 from lightning_modules.common import (
@@ -39,37 +45,36 @@ from lightning_modules.common import (
     Schedule,
     build_scheduler,
     decay_groups,
-    init_weights,
     time_budget_used,
 )
-from lightning_modules.video.augment import cutout
+from lightning_modules.video.augment import add_feature_noise, cutout
 from lightning_modules.video.decoding import (
-    decode_ordered_steps,
-    labelling_score,
+    Decoding,
+    OrderTolerance,
+    decode_steps,
     labels_from_segments,
-    ordered_log_partition,
     random_segments,
 )
 from lightning_modules.video.encoders import ClipEncoders, EncoderConfig
 from lightning_modules.video.figures import timeline_figure
 from lightning_modules.video.heads import (
     AttendAlignHead,
+    HeadFactory,
     LSTMAttentionHead,
     PositionalEncoding,
     SimilarityRegressionHead,
-    zero_shot_logits,
+    StepHead,
+    ZeroShotHead,
 )
-from lightning_modules.video.losses import frame_cross_entropy, interval_loss
 from lightning_modules.video.metrics import StepAlignmentMetrics, segment_iou
 
 Head = Literal["attend_align", "similarity", "lstm", "zero_shot"]
-INTERVAL_HEADS = ("similarity", "lstm")
 
 
 class StepAligner(L.LightningModule):
     def __init__(
         self,
-        head: Head = "attend_align",
+        head: Head | HeadFactory = "attend_align",
         pretrained: str | None = None,
         freeze_encoders: bool = False,
         encoder: EncoderConfig | None = None,
@@ -85,13 +90,16 @@ class StepAligner(L.LightningModule):
         max_frames: int = 1024,
         init: Init = "default",
         cutout_prob: float = 0.0,
+        feature_noise: float = 0.0,
         label_smoothing: float = 0.0,
         monotonic_loss_weight: float = 0.0,
         giou_weight: float = 1.0,
         l1_weight: float = 1.0,
         background_quantile: float = 0.75,
+        decoding: Decoding = "ordered",
+        order_tolerance: OrderTolerance | None = None,
         lr: float = 1e-3,
-        encoder_lr: float = 1e-4,
+        encoder_lr: float | None = None,
         weight_decay: float = 0.01,
         warmup_steps: int = 50,
         lr_schedule: Schedule = "cosine",
@@ -101,16 +109,21 @@ class StepAligner(L.LightningModule):
     ) -> None:
         """
         Args:
-            head: attend_align (main), similarity, lstm (baselines) or zero_shot (no training).
+            head: attend_align (main), similarity, lstm (baselines) or zero_shot (no training),
+                built from the options below; or a component (`class_path` + `init_args`, a
+                heads.StepHead called with the encoders' width), which owns its own options.
             pretrained: ClipPretrainer output: its encoders folder or a .ckpt; None: fresh encoders.
                 Frame encoders over embed_dim-d features read them as their own cached embeddings.
-            freeze_encoders: keep the encoders fixed (eval mode, no gradients); zero_shot always does.
+            freeze_encoders: keep pretrained encoders fixed (eval mode, no gradients); zero_shot
+                always does. Fresh encoders (`pretrained` None) always train: random fixed ones
+                mean nothing (the saved hyper-parameter then says False).
             encoder: architecture of fresh encoders (ignored with `pretrained`).
             vocab_size: tokenizer vocabulary (linked from the data).
             pad_token_id: padding token id (linked from the data).
             feature_dim: size of precomputed frame features, None for frames (linked from the data).
             frame_shape: (3, H, W) of frames, None for features (linked from the data).
-            hidden: width of the attend_align and lstm heads.
+            hidden: width of the attend_align and lstm heads (named heads only, as down to
+                background_quantile).
             layers: attention layers of the attend_align head.
             heads: attention heads of the attend_align head.
             dropout: dropout of the attend_align and lstm heads.
@@ -120,14 +133,22 @@ class StepAligner(L.LightningModule):
                 baselines keep their designed starting points).
             cutout_prob: training only: probability a video gets an erased box (the same in all its
                 frames) before the frame encoder; frames only.
+            feature_noise: training only: Gaussian noise added to precomputed features, its
+                expected norm this share of the batch's mean feature norm (new noise every step,
+                so a small training set cannot be memorized frame by frame); features only.
             label_smoothing: label smoothing of the attend_align frame cross-entropy.
             monotonic_loss_weight: weight of the CRF loss over ordered labellings (attend_align).
             giou_weight: weight of 1 - GIoU (similarity, lstm).
             l1_weight: weight of the L1 loss on centre and width (similarity, lstm).
             background_quantile: zero_shot: a frame's background score is this quantile of the
                 video's frame-step similarities.
+            decoding: frame-class heads: ordered (every listed step once, in the listed order) or
+                order_tolerant (steps may be skipped, repeated or out of order, at a price).
+            order_tolerance: order_tolerant's prices (order_penalty, skip_penalty), in nats;
+                None: the defaults of decoding.OrderTolerance.
             lr: peak AdamW learning rate of the head.
-            encoder_lr: peak AdamW learning rate of fine-tuned encoders.
+            encoder_lr: peak AdamW learning rate of trained encoders; None: `lr` for fresh
+                encoders, lr / 10 for pretrained ones.
             weight_decay: AdamW weight decay of weight matrices.
             warmup_steps: linear learning-rate warm-up steps before the schedule.
             lr_schedule: after warm-up: cosine, constant, linear, flat_cosine or one_cycle.
@@ -140,10 +161,18 @@ class StepAligner(L.LightningModule):
         self.save_hyperparameters()
         plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
         encoder = from_plain(encoder, EncoderConfig)
-        if head not in ("attend_align", "similarity", "lstm", "zero_shot"):
+        head = from_plain(head)
+        if isinstance(head, str) and head not in (
+            "attend_align",
+            "similarity",
+            "lstm",
+            "zero_shot",
+        ):
             raise ValueError(
                 f"head must be attend_align, similarity, lstm or zero_shot, got {head!r}"
             )
+        tolerance = from_plain(order_tolerance, OrderTolerance) or OrderTolerance()
+        self.decode = functools.partial(decode_steps, decoding=decoding, tolerance=tolerance)
         if pretrained is not None:
             self.encoders = ClipEncoders.load(pretrained)
             spec = self.encoders.spec
@@ -165,11 +194,19 @@ class StepAligner(L.LightningModule):
             self.encoders = ClipEncoders.build(
                 encoder or EncoderConfig(), vocab_size, pad_token_id, feature_dim
             )
-            if head == "zero_shot":
-                warnings.warn(
-                    "zero_shot without --model.pretrained scores untrained encoders", stacklevel=2
-                )
-        self.frozen = freeze_encoders or head == "zero_shot"
+        embed_dim = self.encoders.embed_dim
+        if isinstance(head, str):
+            self.head: StepHead = named_head(head, embed_dim, self.hparams)
+        else:
+            self.head = head(embed_dim)
+        if pretrained is None and not self.head.trains:
+            warnings.warn(
+                f"{self.head.name} without --model.pretrained scores untrained encoders",
+                stacklevel=2,
+            )
+        if pretrained is None and freeze_encoders:
+            self.hparams.freeze_encoders = freeze_encoders = False  # see the docstring
+        self.frozen = freeze_encoders or not self.head.trains
         if self.frozen:
             # Lightning 2.x never calls train() when fit starts: a module keeps the mode it was
             # built in, so the frozen encoders go to eval mode here, and train() keeps them there.
@@ -177,26 +214,10 @@ class StepAligner(L.LightningModule):
         # Only zero_shot reads the CLIP temperature; a trainable unused one would stall DDP.
         self.encoders.log_logit_scale.requires_grad_(False)
         self.input_key = "features" if feature_dim else "frames"
-        embed_dim = self.encoders.embed_dim
         if cutout_prob > 0 and feature_dim:
             raise ValueError("cutout_prob needs frames; the data gives precomputed features")
-        if head == "attend_align":
-            self.head = AttendAlignHead(
-                embed_dim,
-                hidden,
-                layers,
-                heads,
-                dropout,
-                positional_encoding=positional_encoding,
-                max_frames=max_frames,
-            )
-            init_weights(self.head, init)
-        elif head == "lstm":
-            self.head = LSTMAttentionHead(embed_dim, hidden, dropout)
-        elif head == "similarity":
-            self.head = SimilarityRegressionHead()
-        else:
-            self.head = None
+        if feature_noise > 0 and not feature_dim:
+            raise ValueError("feature_noise needs precomputed features; the data gives frames")
         self.metrics = torch.nn.ModuleDict(
             {name: StepAlignmentMetrics() for name in ("val", "val_random", "test", "test_random")}
         )
@@ -231,65 +252,27 @@ class StepAligner(L.LightningModule):
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """Head outputs: {"intervals": (B, S, 2) fractions} or {"logits": (B, T, S + 1)}."""
         frames, steps = self.embed(batch)
-        frame_mask, step_mask = batch["frame_mask"], batch["step_mask"]
-        head = self.hparams.head
-        if head in INTERVAL_HEADS:
-            return {"intervals": self.head(frames, steps, frame_mask, step_mask)}
-        if head == "attend_align":
-            return {"logits": self.head(frames, steps, frame_mask, step_mask)}
-        logits = zero_shot_logits(
-            frames,
-            steps,
-            frame_mask,
-            step_mask,
-            self.encoders.logit_scale,
-            self.hparams.background_quantile,
+        return self.head.align(
+            frames, steps, batch["frame_mask"], batch["step_mask"], self.encoders.logit_scale
         )
-        return {"logits": logits}
 
     def loss(self, outputs: dict[str, Tensor], batch: dict) -> Tensor:
-        hp = self.hparams
-        frame_mask, step_mask = batch["frame_mask"], batch["step_mask"]
-        if "intervals" in outputs:
-            lengths = frame_mask.sum(1, keepdim=True)[..., None].float()  # (B, 1, 1)
-            # Inclusive frames [s, e] cover [s, e + 1) of the video's [0, T).
-            target = (batch["segments"] + torch.tensor([0.0, 1.0], device=lengths.device)) / lengths
-            return interval_loss(
-                outputs["intervals"], target, step_mask, hp.giou_weight, hp.l1_weight
-            )
-        logits, labels = outputs["logits"], batch["frame_labels"]
-        loss = frame_cross_entropy(logits, labels, step_mask, hp.label_smoothing)
-        if hp.monotonic_loss_weight > 0:
-            # CRF over ordered labellings: -log p(true labelling | only ordered ones allowed).
-            log_probs = logits.float().log_softmax(-1)
-            partition = ordered_log_partition(log_probs, frame_mask, step_mask)
-            feasible = torch.isfinite(partition)  # not when a video has fewer frames than steps
-            if feasible.any():
-                nll = (partition - labelling_score(log_probs, labels))[feasible]
-                per_frame = nll / frame_mask.sum(1)[feasible]
-                loss = loss + hp.monotonic_loss_weight * per_frame.mean()
-        return loss
+        return self.head.loss(outputs, batch)
 
     def predict_segments(self, outputs: dict[str, Tensor], batch: dict) -> tuple[Tensor, Tensor]:
-        """(segments (B, S, 2) inclusive frames, -1 at padded steps; frame labels (B, T))."""
-        frame_mask, step_mask = batch["frame_mask"], batch["step_mask"]
-        if "intervals" in outputs:
-            lengths = frame_mask.sum(1)[:, None].float()  # (B, 1)
-            start, end = (outputs["intervals"].detach().float() * lengths[..., None]).unbind(-1)
-            last = lengths - 1
-            start = torch.minimum(start.round().clamp_min(0), last)
-            end = torch.minimum(torch.maximum(end.round() - 1, start), last)
-            segments = torch.stack([start, end], -1).long().masked_fill(~step_mask[..., None], -1)
-            return segments, labels_from_segments(segments, frame_mask, step_mask)
-        log_probs = outputs["logits"].detach().float().log_softmax(-1)
-        labels, segments = decode_ordered_steps(log_probs, frame_mask, step_mask)
-        return segments, labels
+        """(segments (B, S, 2) inclusive frames, -1 at padded or left-out steps; labels (B, T))."""
+        return self.head.segments(outputs, batch["frame_mask"], batch["step_mask"], self.decode)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
-        if self.head is None:
+        if not self.head.trains:
             return None  # zero_shot: nothing to train
         if self.hparams.cutout_prob > 0:
             batch = {**batch, "frames": cutout(batch["frames"], self.hparams.cutout_prob)}
+        if self.hparams.feature_noise > 0:
+            noisy = add_feature_noise(
+                batch["features"], batch["frame_mask"], self.hparams.feature_noise
+            )
+            batch = {**batch, "features": noisy}
         outputs = self(batch)
         loss = self.loss(outputs, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["video_ids"]))
@@ -298,14 +281,18 @@ class StepAligner(L.LightningModule):
     def _evaluate(self, batch: dict, stage: str) -> None:
         outputs = self(batch)
         size = len(batch["video_ids"])
-        if self.head is not None:
+        if self.head.trains:
             self.log(f"{stage}/loss", self.loss(outputs, batch), sync_dist=True, batch_size=size)
         segments, labels = self.predict_segments(outputs, batch)
+        top = self.head.top_frames(outputs, batch["frame_mask"])
         truth = (batch["segments"].long(), batch["step_mask"])
-        self.metrics[stage].update(segments, *truth, labels, batch["frame_labels"])
+        self.metrics[stage].update(segments, *truth, labels, batch["frame_labels"], top)
         chance = random_segments(batch["frame_mask"], batch["step_mask"], self.random_generator)
         chance_labels = labels_from_segments(chance, batch["frame_mask"], batch["step_mask"])
-        self.metrics[f"{stage}_random"].update(chance, *truth, chance_labels, batch["frame_labels"])
+        chance_top = chance.sum(-1).div(2, rounding_mode="floor")  # its segments' middles
+        self.metrics[f"{stage}_random"].update(
+            chance, *truth, chance_labels, batch["frame_labels"], chance_top
+        )
         if stage == "test":
             self._keep_test_videos(batch, segments, labels)
 
@@ -354,7 +341,7 @@ class StepAligner(L.LightningModule):
             )
         log_table(self.trainer, "test/worst_videos", rows)
         if worst:
-            title = f"{self.hparams.head}: the {len(worst)} lowest-mIoU test videos"
+            title = f"{self.head.name}: the {len(worst)} lowest-mIoU test videos"
             log_figure(self.trainer, "test/worst_videos", timeline_figure(worst, title))
 
     def _start_evaluation(self) -> None:
@@ -384,29 +371,26 @@ class StepAligner(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
-        if self.test_videos and self.trainer.is_global_zero:
-            title = f"{self.hparams.head}: predicted vs true steps"
+        if self.test_videos and self.hparams.timeline_videos > 0 and self.trainer.is_global_zero:
+            title = f"{self.head.name}: predicted vs true steps"
             shown = self.test_videos[: self.hparams.timeline_videos]
             log_figure(self.trainer, "test/timeline", timeline_figure(shown, title))
         self.report_worst_videos()
 
     def expected_initial_loss(self, batch: dict) -> float | None:
-        """For `casebook doctor`: this module's loss for uniform frame classes (all-zero logits):
-        ln(steps + 1) per frame, plus the monotonic term when weighted. None for the interval
-        heads, which have no uninformative output, and zero_shot, which trains nothing."""
-        if self.hparams.head != "attend_align":
-            return None
-        frame_mask, step_mask = batch["frame_mask"], batch["step_mask"]
-        logits = frame_mask.new_zeros(
-            (*frame_mask.shape, step_mask.shape[1] + 1), dtype=torch.float
-        )
-        return float(self.loss({"logits": logits}, batch))
+        """For `casebook doctor`: the head's loss for uninformative outputs (attend_align: uniform
+        frame classes, ln(steps + 1) per frame, plus the monotonic term when weighted). None for
+        the interval heads, which have no uninformative output, and zero_shot, which trains nothing."""
+        return self.head.expected_initial_loss(batch)
 
     def configure_optimizers(self):
         hp = self.hparams
-        trained = [(self.head, hp.lr)] if self.head is not None else []
+        trained = [(self.head, hp.lr)] if self.head.trains else []
         if not self.frozen:
-            trained.append((self.encoders, hp.encoder_lr))
+            encoder_lr = hp.encoder_lr
+            if encoder_lr is None:
+                encoder_lr = hp.lr if hp.pretrained is None else hp.lr / 10
+            trained.append((self.encoders, encoder_lr))
         if not trained:
             return None  # zero_shot: Lightning runs the loops without an optimizer
         groups = [
@@ -429,3 +413,33 @@ class StepAligner(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def named_head(name: str, embed_dim: int, options: dict) -> StepHead:
+    """A head by its `--model.head` name, from StepAligner's flat options (`options`: its hparams)."""
+    if name == "attend_align":
+        return AttendAlignHead(
+            embed_dim,
+            options["hidden"],
+            options["layers"],
+            options["heads"],
+            options["dropout"],
+            positional_encoding=options["positional_encoding"],
+            max_frames=options["max_frames"],
+            init=options["init"],
+            label_smoothing=options["label_smoothing"],
+            monotonic_loss_weight=options["monotonic_loss_weight"],
+        )
+    if name == "lstm":
+        return LSTMAttentionHead(
+            embed_dim,
+            options["hidden"],
+            options["dropout"],
+            options["giou_weight"],
+            options["l1_weight"],
+        )
+    if name == "similarity":
+        return SimilarityRegressionHead(
+            giou_weight=options["giou_weight"], l1_weight=options["l1_weight"]
+        )
+    return ZeroShotHead(background_quantile=options["background_quantile"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from unsafe_checkpoint import unsafe_checkpoint
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from lightning_modules.video import ClipEncoders, ClipPretrainer, StepAligner
 from lightning_modules.video.encoders import CHECKPOINT_KEY
 
