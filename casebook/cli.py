@@ -2,7 +2,7 @@
 
     casebook fit  --config configs/ppo_trader.yaml [--config configs/presets/debug.yaml] [--trainer.max_epochs=3]
     casebook test --config configs/ppo_trader.yaml --ckpt_path last
-    casebook doctor --config configs/ppo_trader.yaml     # minutes of checks before a long run (doctor.py)
+    casebook doctor --config configs/ppo_trader.yaml     # minutes of checks before a long run (doctor/)
 
 What it adds to LightningCLI, and nothing task-specific:
 - two ModelCheckpoints in ``<default_root_dir>/checkpoints``: ``checkpoint`` keeps the best by its monitor,
@@ -14,34 +14,43 @@ What it adds to LightningCLI, and nothing task-specific:
 - values the data decides (``observation_shape``, ``vocab_size``, ...) linked from the datamodule to the
   model at instantiation, for whichever of them the chosen classes have;
 - W&B as the default logger, offline unless credentials exist, written under ``default_root_dir``;
+  the whole resolved config in its run config, flat, one key per option as the command line and
+  the sweeps name it (``model.lr``, ``trainer.max_epochs``);
+- a missing prerequisite (a data file, ``--ckpt_path best``'s checkpoint, a teacher, encoders)
+  stops the run in one line before the Trainer and its loggers exist (``check_prerequisites``);
 - ``casebook test`` writes ``<default_root_dir>/test_metrics.json``;
-- ``casebook doctor`` (``casebook/doctor.py``) checks a recipe and exits 1 if a check fails;
+- ``casebook doctor`` (``casebook/doctor/``) checks a recipe and exits 1 if a check fails;
 - ``--trainer.precision bf16-mixed`` on a CPU without bf16 hardware runs in 32-true (one line says so);
 - bad input and non-finite training stop with one line, not a stack trace;
-- commands that are not a Trainer's (``EXTRA_COMMANDS``): ``casebook market out.csv --signal momentum``.
+- commands that are not a Trainer's (``EXTRA_COMMANDS``): ``casebook market out.csv --signal momentum``,
+  ``casebook search FEATURES "cut the tomato"``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import netrc
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks import ExactResume, LatestCheckpoint, NonFiniteError
+from casebook.common.errors import DataError
 from casebook.doctor import DoctorTrainer
 from casebook.hardware import cpu_line, native_bf16
-from datamodules.errors import DataError
 from datamodules.hparams import load_checkpoint
 
 # Attributes a datamodule may expose and a model may accept; each present pair is linked.
@@ -78,15 +87,117 @@ def checkpoint_dir(default_root_dir: str | None) -> str:
     return str(Path(default_root_dir or DEFAULT_ROOT_DIR) / "checkpoints")
 
 
+# Known noise (issue 15), each dropped by its exact text where it is made, nothing else: every
+# Trainer's tips to install Lightning's cloud logger and model registry, and torch's deprecation
+# of the LeafSpec class that Lightning's pytree helper still builds.
+LIGHTNING_TIPS = ("💡 Tip: For seamless cloud logging", "💡 Tip: For seamless cloud uploads")
+
+
+class DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LIGHTNING_TIPS)
+
+
+def silence_known_noise() -> None:
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropLightningTips) for f in tips.filters):
+        tips.addFilter(DropLightningTips())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+
+
+class HeldBack(logging.Filter):
+    """Holds a logger's records back until `release()`; `close()` drops what is still held. The CLI
+    holds Lightning's "Seed set to N" until the run's prerequisites pass, so that a run stopping on
+    one prints one line."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.logger, self.records = logging.getLogger(name), []
+        self.logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def close(self) -> None:
+        self.logger.removeFilter(self)
+        self.records = []
+
+    def release(self) -> None:
+        records = self.records
+        self.close()
+        for record in records:
+            self.logger.handle(record)
+
+
+def loggers_of(trainer_config: dict) -> list:
+    loggers = trainer_config.get("logger")
+    return loggers if isinstance(loggers, list) else [loggers]
+
+
+def start_wandb_quietly(logger: WandbLogger) -> None:
+    """Two warnings wandb prints at every start, avoided at their cause: Lightning passes
+    ``anonymous=None``, a setting wandb warns has no effect; and wandb looks for a git repository
+    from its run folder, and warns when that folder does not exist yet."""
+    if logger._wandb_init.get("anonymous", False) is None:
+        del logger._wandb_init["anonymous"]
+    if logger.save_dir:
+        Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
+
+
+def command_line_options(config: dict, prefix: str = "") -> dict[str, object]:
+    """A resolved config, flat, one key per option as the command line and the sweeps name it:
+    ``{"model": {"class_path": P, "init_args": {"lr": 0.1}}}`` -> ``{"model.class_path": P,
+    "model.lr": 0.1}``. ``init_args`` is left out right under a top-level group (``model``,
+    ``data``), as in ``--model.lr``; deeper ones stay (``model.policy.init_args.depth``)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            if not prefix and "init_args" in value:
+                value = {k: v for k, v in value.items() if k != "init_args"} | (
+                    value["init_args"] or {}
+                )
+            flat.update(command_line_options(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class SaveConfigToLoggers(SaveConfigCallback):
+    """``config.yaml`` as Lightning writes it, and the same resolved config in every logger's
+    hyper-parameters (the W&B run's config), flat (``command_line_options``): once, on rank 0 (the
+    only rank Lightning calls ``save_config`` on)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        options = command_line_options(resolved)
+        for logger in trainer.loggers:
+            params = options
+            if isinstance(logger, WandbLogger):
+                # A sweep trial's run starts holding the sweep's values, locked: wandb warns on any
+                # update of a locked key, so send only what is new or differs (a difference is a
+                # real warning: the trial did not run the value its sweep sent).
+                known = logger.experiment.config
+                params = {k: v for k, v in options.items() if k not in known or known[k] != v}
+            logger.log_hyperparams(params)
+
+
 class CasebookCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         wandb_offline_unless_logged_in()
+        silence_known_noise()
         super().__init__(
             LightningModule,
             LightningDataModule,
             trainer_class=DoctorTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            save_config_callback=SaveConfigToLoggers,
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
@@ -95,7 +206,8 @@ class CasebookCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """Lightning's four, plus ``doctor``: a method of ``DoctorTrainer``, so it parses the same
-        configs as ``fit`` and its options come from the method's signature (``--checks.steps``)."""
+        configs as ``fit`` and its options come from the method's signature (``--checks.steps``,
+        ``--only``)."""
         return {**LightningCLI.subcommands(), "doctor": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -105,6 +217,9 @@ class CasebookCLI(LightningCLI):
         parser.set_defaults(
             {
                 "checkpoint.save_last": False,  # `latest` owns last.ckpt
+                # the loggers get the whole resolved config (SaveConfigToLoggers), not a second,
+                # unprefixed copy of the model's and the data's arguments
+                "trainer.enable_autolog_hparams": False,
                 "trainer.default_root_dir": DEFAULT_ROOT_DIR,
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.WandbLogger",
@@ -133,7 +248,7 @@ class CasebookCLI(LightningCLI):
             root = str(Path(root) / f"sweep-{sweep_id}" / run_id)
             config.trainer.default_root_dir = root
             config.checkpoint.dirpath = config.latest.dirpath = checkpoint_dir(root)
-        keep_bf16_off_emulating_cpus(config.trainer)
+        self._precision_note = keep_bf16_off_emulating_cpus(config.trainer)  # said once it runs
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init_args = getattr(logger, "init_args", None)
@@ -144,15 +259,47 @@ class CasebookCLI(LightningCLI):
             ):
                 init_args.save_dir = root
 
+    def _set_seed(self) -> None:
+        self._seed_line = HeldBack("lightning.fabric.utilities.seed")  # see instantiate_trainer
+        super()._set_seed()
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        finally:
+            self._seed_line.close()
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The model and the data are built, the Trainer (and with it any logger) is not: a run
+        missing a prerequisite stops here with one line and leaves no run directory behind."""
+        self.check_prerequisites()
+        self._seed_line.release()
+        if self._precision_note:
+            print(self._precision_note, file=sys.stderr)
+        for logger in loggers_of(self._get(self.config_init, "trainer", default={})):
+            if isinstance(logger, WandbLogger):
+                start_wandb_quietly(logger)
+        return super().instantiate_trainer(**kwargs)
+
+    def check_prerequisites(self) -> None:
+        """What the run needs from another command or from the user: the checkpoint ``--ckpt_path
+        best`` names, and whatever the datamodule and the model check in their optional
+        ``check_prerequisites(stage)`` (data files, checkpoints to ensemble). A teacher or
+        pre-trained encoders are read, and so checked, by their module's constructor."""
+        if self.subcommand in ("validate", "test", "predict"):
+            self.resolve_best_checkpoint()
+        for component in (self.datamodule, self.model):
+            check = getattr(component, "check_prerequisites", None)
+            if callable(check):
+                check(self.subcommand or "fit")
+
     def resolve_best_checkpoint(self) -> None:
         """``--ckpt_path best`` in a new process: Lightning only knows the best checkpoint inside
         the process that trained, so read it from the ModelCheckpoint state saved in last.ckpt."""
         config = self.config_init[self.subcommand]
-        if config.get("ckpt_path") != "best" or getattr(
-            self.trainer.checkpoint_callback, "best_model_path", ""
-        ):
+        if config.get("ckpt_path") != "best":
             return
-        last = Path(self.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+        last = Path(config["checkpoint"].dirpath) / "last.ckpt"
         if not last.exists():
             raise DataError(
                 f"--ckpt_path best: no {last} to read the best checkpoint from; run fit first"
@@ -196,8 +343,6 @@ class CasebookCLI(LightningCLI):
             )
         super()._parse_ckpt_path()
 
-    before_validate = before_test = before_predict = resolve_best_checkpoint
-
     def after_test(self) -> None:
         """The results contract: a flat JSON object of every ``test/`` metric, rank 0, overwritten."""
         if not self.trainer.is_global_zero:
@@ -218,20 +363,20 @@ class CasebookCLI(LightningCLI):
             sys.exit(1)
 
 
-def keep_bf16_off_emulating_cpus(trainer_config) -> None:
+def keep_bf16_off_emulating_cpus(trainer_config) -> str | None:
     """bf16 autocast on a CPU without bf16 hardware (AVX-512 BF16 or AMX) is emulated, many times
-    slower than float32: train such a run in 32-true instead, and say so in one line. CUDA runs
-    and CPUs with bf16 keep what the config asks for."""
+    slower than float32: train such a run in 32-true instead, and return the line that says so.
+    CUDA runs and CPUs with bf16 keep what the config asks for (None)."""
     precision = str(trainer_config.precision)
     accelerator = str(trainer_config.accelerator)
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if precision.startswith("bf16") and on_cpu and not native_bf16():
         trainer_config.precision = "32-true"
-        print(
+        return (
             f"casebook: precision {precision} asked for, but this CPU, {cpu_line()}, has no bf16 "
-            "hardware (avx512_bf16/amx_bf16) and would emulate it many times slower: using 32-true",
-            file=sys.stderr,
+            "hardware (avx512_bf16/amx_bf16) and would emulate it many times slower: using 32-true"
         )
+    return None
 
 
 def stated_error(error: BaseException | None) -> DataError | NonFiniteError | None:
@@ -247,6 +392,7 @@ def stated_error(error: BaseException | None) -> DataError | NonFiniteError | No
 # returning an exit code (imported only when asked for).
 EXTRA_COMMANDS = {
     "market": "datamodules.trading.synthetic:main",  # write a planted-edge market as CSV
+    "search": "lightning_modules.video.search:main",  # text query -> moments across videos
 }
 
 

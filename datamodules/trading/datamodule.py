@@ -31,9 +31,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.errors import DataError
+from casebook.common.distributed import gather_from_ranks
+from casebook.common.errors import DataError
 from datamodules.hparams import from_plain, plain_hyperparameters
-from datamodules.resume import ResumableDataLoader, gather_from_ranks
+from datamodules.resume import ResumableDataLoader
 from datamodules.trading.env import (
     ActionMode,
     BacktestAsset,
@@ -421,6 +422,11 @@ class MarketDataModule(L.LightningDataModule):
         self.prepare_table()
 
     # ----------------------------------------------------------------------------- Lightning
+    def check_prerequisites(self, stage: str) -> None:
+        """Called by the CLI before any logger starts: the bars are read and checked now (one line
+        naming a missing or bad file), and `setup` reuses the table."""
+        self.prepare_table()
+
     def setup(self, stage: str | None = None) -> None:
         self.prepare_table()
         if stage in ("fit", None) and self.train_env is None:

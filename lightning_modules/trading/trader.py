@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.hparams import from_plain
 from datamodules.trading import TradingData
 from datamodules.trading.env import ActionMode
@@ -94,6 +94,17 @@ class TradingAgent(L.LightningModule):
         report = self.backtester.report(self.trainer, "test", metrics)
         if self.trainer.is_global_zero:
             print(f"\nBacktest of the test split (costs {self.data.cost_bps:g} bp):\n{report}")
+
+    def check_prerequisites(self, stage: str) -> None:
+        """Called by the CLI before any logger starts: a test's ensemble checkpoints are read (one
+        line naming a missing, unreadable or mismatched one)."""
+        if stage == "test" and self.backtest_config.ensemble_checkpoints:
+            load_ensemble(
+                self.backtest_config.ensemble_checkpoints,
+                self.build_policy,
+                torch.device("cpu"),
+                self.backtest_config.ensemble_weighting,
+            )
 
     def ensemble(self) -> tuple[list[TradingPolicy], list[float]]:
         paths = self.backtest_config.ensemble_checkpoints
