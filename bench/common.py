@@ -1,5 +1,5 @@
-"""What every benchmark shares: machine facts, a Markdown table, the JSON results file, and a
-Trainer stripped of everything but the loop."""
+"""What every benchmark shares: machine facts, the JSON results file, and a Trainer stripped of
+everything but the loop (tables: `casebook.common.tables.markdown_table`)."""
 
 from __future__ import annotations
 
@@ -36,22 +36,6 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return "n/a"
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-    return str(value)
-
-
-def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Rows of dicts as a GitHub Markdown table; columns default to the first row's keys."""
-    columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def write_results(name: str, payload: dict) -> Path:

@@ -37,8 +37,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from bench.common import load_average, machine, markdown_table, quiet_trainer, write_results
+from bench.common import load_average, machine, quiet_trainer, write_results
 from callbacks import GradNormMonitor
+from casebook.common.tables import markdown_table
 from lightning_modules.trading import TradingPolicy
 
 SETTINGS: dict[str, Callable[[], list[L.Callback]]] = {

@@ -102,7 +102,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from bench.common import load_average, machine, markdown_table, quiet_trainer, write_results
+from bench.common import load_average, machine, quiet_trainer, write_results
+from casebook.common.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("ppo_trader", "speech_teacher", "speech_student", "clip_pretrainer", "step_aligner")

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from bench.common import cpu_line, machine, markdown_table, write_results
+from bench.common import cpu_line, machine, write_results
+from casebook.common.tables import markdown_table
 from casebook.hardware import native_bf16
 from datamodules.speech import SpeechDataModule
 from lightning_modules.speech import Wav2Vec2CTCRecipe

@@ -82,10 +82,10 @@ from bench.common import (
     RESULTS_DIR,
     cpu_line,
     machine,
-    markdown_table,
     quiet_trainer,
     write_results,
 )
+from casebook.common.tables import markdown_table
 from lightning_modules.trading.backtest import deflated_sharpe_ratio, performance, sharpe_interval
 from lightning_modules.trading.evaluation import (
     Backtester,

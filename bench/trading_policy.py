@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from bench.common import cpu_line, machine, markdown_table, write_results
+from bench.common import cpu_line, machine, write_results
+from casebook.common.tables import markdown_table
 from lightning_modules.common import decay_groups
 from lightning_modules.trading import PPOConfig, PPOTrader, SquareConvPolicy, TemporalConvPolicy
 

@@ -81,11 +81,11 @@ from bench.common import (
     cpu_line,
     load_average,
     machine,
-    markdown_table,
     quiet_trainer,
     write_results,
 )
 from casebook.cli import CasebookCLI
+from casebook.common.tables import markdown_table
 from datamodules.trading import MarketDataModule, simulate
 from datamodules.trading.env import positions_from_actions
 from lightning_modules.trading import BacktestConfig, PPOTrader, performance

@@ -33,7 +33,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from callbacks.distributed import gather_from_ranks
+from casebook.common.distributed import gather_from_ranks
 
 
 def random_state() -> dict[str, Any]:

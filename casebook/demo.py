@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from casebook.common.tables import markdown_table
+
 
 @dataclass
 class DemoJob:
@@ -201,18 +203,16 @@ def read_metrics(root: str) -> dict[str, float]:
 
 
 def format_table(job: DemoJob, metrics: dict[str, float], read=read_metrics) -> str:
-    header = ["", *job.columns]
-    lines = []
+    """The job's rows (a label, then its metrics with 3 decimals, "—" where not measured)."""
+    rows = []
     for label, row in job.rows.items():
         source, prefix = (read(row[0]), row[1]) if isinstance(row, tuple) else (metrics, row)
-        cells = [label]
-        for metric in job.columns.values():
+        cells = {"": label}
+        for column, metric in job.columns.items():
             value = source.get(f"test/{prefix}{metric}")
-            cells.append("—" if value is None else f"{value:.3f}")
-        lines.append(cells)
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    render = lambda row: " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))  # noqa: E731
-    return "\n".join([render(header), "-+-".join("-" * w for w in widths), *map(render, lines)])
+            cells[column] = "—" if value is None else f"{value:.3f}"
+        rows.append(cells)
+    return markdown_table(rows, ["", *job.columns])
 
 
 def run(job: DemoJob) -> int:

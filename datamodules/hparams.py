@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError, first_line
 
 
 def plain(value: Any) -> Any:
@@ -74,8 +74,7 @@ def load_checkpoint(path: str | Path, option: str = "", allowed: tuple[type, ...
         if "Weights only load failed" in str(error):
             problem = "holds pickled objects, not only tensors (loaded with weights_only=True)"
         else:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            problem = f"not a readable checkpoint ({first or type(error).__name__})"
+            problem = f"not a readable checkpoint ({first_line(error)})"
         raise DataError(f"{source}: {problem}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise DataError(f"{source}: not a Lightning checkpoint (no state_dict)")

@@ -15,7 +15,6 @@ dependency; for samplers whose order is a function of (seed, epoch), counting ba
   random state, so an interrupted epoch's order can be drawn again.
 - `WeightedBatchSampler`: batches of weighted draws with replacement from (seed, epoch), e.g.
   class-balanced; under DDP each rank takes its share of the same draws.
-- `gather_from_ranks`: a datamodule's per-rank state (the trading environments) for a checkpoint.
 
 Per-item randomness (augmentation, a random frame) is resumed by construction rather than saved:
 a dataset that sets `keyed_by_epoch = True` gets `EpochItem(epoch, index)` keys from a
@@ -34,7 +33,6 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
-import torch.distributed as dist
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 
@@ -53,16 +51,6 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     # A hash, not seed * a + epoch * b + index: nearby keys must not give overlapping streams.
     digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
-
-
-def gather_from_ranks(state: Any) -> list[Any]:
-    """`state` of every DDP rank, in rank order (`[state]` in a single process). Every rank calls it
-    together, as they all save a checkpoint together (rank 0 writes it)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return [state]
-    states: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(states, state)
-    return states
 
 
 class ResumableBatchSampler(BatchSampler):

@@ -1,6 +1,6 @@
 """`SpeechDataModule`: speech and transcripts for wav2vec2 CTC training and distillation.
 
-    casebook fit --config configs/speech.yaml --data.source=tts --data.num_train_sentences=500
+    casebook fit --config configs/speech_teacher.yaml --data.source=tts --data.num_train_sentences=500
 
 Sources (`--data.source`):
 - `tts` (default): an everyday-English corpus synthesized by eSpeak NG on first use and cached

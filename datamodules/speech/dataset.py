@@ -9,7 +9,7 @@ import torchaudio
 from torch.utils.data import Dataset
 from transformers import Wav2Vec2Processor
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError, first_line
 from datamodules.resume import EpochItem, item_generator
 from datamodules.speech.augment import WaveformAugment
 from datamodules.speech.sources import BadInputPolicy, Utterance
@@ -76,7 +76,7 @@ class SpeechDataset(Dataset):
             wave = load_waveform(utt.audio_path, self.sample_rate)
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
             # The header was checked at setup; a broken body only shows when decoding.
-            message = f"{utt.where}: cannot decode audio {utt.audio_path}: {str(e).splitlines()[0]}"
+            message = f"{utt.where}: cannot decode audio {utt.audio_path}: {first_line(e)}"
             self.policy.reject(self.split, "unreadable_audio", message)
             return None  # skip mode: the collator drops it
         if self.augment is not None:

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 UNK_LOG10 = -6.0  # an unseen word: rare, but not impossible (the beam may still spell it)

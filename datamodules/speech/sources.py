@@ -25,7 +25,7 @@ from typing import Literal
 
 import soundfile as sf
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError, first_line
 from datamodules.speech.text import (
     LetterCase,
     ctc_frames,
@@ -232,9 +232,10 @@ def check_utterances(
         try:
             info = sf.info(str(r.audio_path))
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             policy.reject(
-                split, "unreadable_audio", f"{r.where}: cannot read audio {r.audio_path}: {reason}"
+                split,
+                "unreadable_audio",
+                f"{r.where}: cannot read audio {r.audio_path}: {first_line(e)}",
             )
             continue
         num_samples = round(info.frames * sample_rate / info.samplerate)

@@ -1,6 +1,6 @@
 """A real speech corpus synthesized by eSpeak NG on first use, cached and reused.
 
-Each utterance is one everyday English sentence (`sentences.py`) spoken by one eSpeak voice:
+Each utterance is one everyday sentence (`everyday_sentences.txt`) spoken by one eSpeak voice:
 an English accent (en, en-us, en-gb-x-rp, en-029, ...) with a voice variant (m1, f2, klatt3,
 Annie, ...) at a random speaking rate and pitch. The variant is the speaker: train, val and test
 use disjoint variants and disjoint sentences, so test voices and sentences are never heard in
@@ -38,7 +38,7 @@ from datamodules.speech.sentences import everyday_sentences
 
 log = logging.getLogger(__name__)
 
-# Bump when the sentence grammar or the synthesis recipe changes: old caches are then ignored.
+# Bump when everyday_sentences.txt or the synthesis recipe changes: old caches are then ignored.
 CORPUS_VERSION = 1
 SPLITS = ("train", "val", "test")
 
@@ -92,6 +92,10 @@ class TtsCorpusConfig:
                 raise ValueError(f"no {s} voices given")
         if self.train_readings_per_sentence > len(voices["train"]):
             raise ValueError("train_readings_per_sentence exceeds the number of train voices")
+        # more sentences than the corpus file holds: one line now, not after loggers start
+        everyday_sentences(
+            self.num_train_sentences + self.num_val_sentences + self.num_test_sentences
+        )
 
     def key(self) -> str:
         """A short hash of the parameters, the corpus version and the eSpeak NG build."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 
 ARCH_SOURCES = ("sp500", "nasdaq")
 SOURCES = (*ARCH_SOURCES, "csv", "synthetic")

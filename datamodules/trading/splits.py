@@ -30,7 +30,7 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 
 TRAIN, VALID, TEST, UNUSED = 0, 1, 2, -1
 SPLITS = {"train": TRAIN, "valid": VALID, "test": TEST}

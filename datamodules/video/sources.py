@@ -5,7 +5,7 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.video.annotations import (
     AnnotatedVideo,
     feature_shape,
@@ -14,8 +14,8 @@ from datamodules.video.annotations import (
     sentence_key,
     split_of,
 )
-from datamodules.video.decoding import DecoderName, list_videos, probe_num_frames
 from datamodules.video.procedural import ProceduralVideoGenerator
+from datamodules.video.video_files import DecoderName, list_videos, probe_num_frames
 
 SPLITS = ("train", "val", "test")
 

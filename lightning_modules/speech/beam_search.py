@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 from transformers import PreTrainedTokenizerBase, Wav2Vec2Processor
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.speech.language_model import build_arpa, check_arpa
 
 DEFAULT_ALPHA, DEFAULT_BETA = 0.5, 1.0

@@ -29,7 +29,9 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from callbacks import gather_from_ranks, log_figure, log_table
+from casebook.common.distributed import gather_from_ranks
+from casebook.common.figures import log_figure
+from casebook.common.tables import log_table
 from datamodules.hparams import load_checkpoint
 from datamodules.speech.text import build_processor
 from lightning_modules.common import Schedule, build_scheduler, decay_groups, time_budget_used

@@ -42,7 +42,7 @@ from torch import Tensor
 from transformers import Wav2Vec2ForCTC
 from transformers.modeling_outputs import CausalLMOutput
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.hparams import from_plain, load_checkpoint, plain_hyperparameters
 from lightning_modules.common import Schedule
 from lightning_modules.speech.beam_search import BeamSearchConfig

@@ -19,9 +19,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from callbacks import log_figure, log_table
-from callbacks.tables import markdown_table
-from datamodules.errors import DataError
+from casebook.common.errors import DataError, first_line
+from casebook.common.figures import log_figure
+from casebook.common.tables import log_table, markdown_table
 from datamodules.trading import BacktestAsset, TradingData, simulate
 from lightning_modules.trading.backtest import (
     equity_figure,
@@ -138,9 +138,8 @@ def load_ensemble(
         try:
             checkpoint = torch.load(path, map_location=device, weights_only=True)
         except Exception as error:  # OSError, pickle.UnpicklingError, RuntimeError, ...
-            first = (str(error).strip().splitlines() or [""])[0]
             raise DataError(
-                f"{path}: cannot read ensemble checkpoint ({error.__class__.__name__}: {first})"
+                f"{path}: cannot read ensemble checkpoint ({type(error).__name__}: {first_line(error)})"
             ) from None
         state = {
             k.removeprefix("policy."): v
@@ -153,8 +152,9 @@ def load_ensemble(
         try:
             member.load_state_dict(state)
         except RuntimeError as error:
-            first = str(error).splitlines()[0]
-            raise DataError(f"{path}: policy does not match this configuration ({first})") from None
+            raise DataError(
+                f"{path}: policy does not match this configuration ({first_line(error)})"
+            ) from None
         members.append(member)
         sharpes.append(checkpoint.get("val_sharpe") or 0.0)
     return members, ensemble_weights(sharpes, weighting)
@@ -322,7 +322,7 @@ class Backtester:
                 }  # fmt: skip
             )
         verdict = edge_verdict(metrics)
-        text = markdown_table(rows) + "\n" + verdict + "\n"
+        text = markdown_table(rows) + "\n\n" + verdict + "\n"
         if self.data.leak_future_return:
             text += "\nLEAKAGE CANARY: the observations held tomorrow's return; these figures are fake.\n"
         log_table(trainer, f"{prefix}/backtest", rows)

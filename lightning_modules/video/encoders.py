@@ -26,7 +26,7 @@ import torchvision
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.hparams import load_checkpoint
 from lightning_modules.common import Norm, make_norm
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless: runs on clusters and CI without a display
-
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def timeline_figure(videos: list[dict], title: str = "") -> Figure:

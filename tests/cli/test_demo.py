@@ -8,12 +8,13 @@ def test_demo_table_shows_agent_baselines_and_missing_values_honestly():
     trading = next(job for job in JOBS if job.name == "trading")
     metrics = {"test/sharpe": 0.5, "test/buy_and_hold_sharpe": 1.25, "test/total_return": -0.1}
     table = format_table(trading, metrics).splitlines()
-    assert table[0].split("|")[1].strip() == "Sharpe"
+    assert table[0].split("|")[2].strip() == "Sharpe"
+    assert len({len(line) for line in table}) == 1  # a Markdown table padded to read in a terminal
     agent, hold, random = table[2], table[3], table[-1]
-    assert agent.startswith("PPO agent") and "0.500" in agent and "-0.100" in agent
-    assert hold.startswith("buy and hold") and "1.250" in hold
-    assert random.startswith("random policy") and "—" in random  # not measured: not invented
-    labels = [line.split("|")[0].strip() for line in table[2:]]
+    assert agent.startswith("| PPO agent") and "0.500" in agent and "-0.100" in agent
+    assert hold.startswith("| buy and hold") and "1.250" in hold
+    assert random.startswith("| random policy") and "—" in random  # not measured: not invented
+    labels = [line.split("|")[1].strip() for line in table[2:]]
     assert "rule picked on validation" in labels and "supervised (ridge, sign)" in labels
 
 

@@ -1,11 +1,11 @@
-"""SLURM: `casebook fit` under Lightning's own SLURMEnvironment and auto-requeue, and the sbatch
-templates' commands."""
+"""SLURM: `casebook fit` under Lightning's own SLURMEnvironment and auto-requeue, and the one sbatch
+template's commands for every task."""
 
 import json
 import os
 import re
-import shlex
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,6 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from casebook.cli import CasebookCLI
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = sorted((REPO / "configs" / "slurm").glob("*.sbatch"))
 
 
 @pytest.fixture
@@ -84,46 +83,82 @@ def test_sigusr1_saves_an_hpc_checkpoint_and_requeues_and_the_requeued_fit_resum
     assert all(torch.equal(weights[name], expected[name]) for name in expected)
 
 
-def expand(word: str, values: dict[str, str]) -> str:
-    """The shell's ${NAME} and ${NAME:-default}, from `values`."""
-
-    def value(match: re.Match) -> str:
-        name, default = match.groups()
-        if name in values:
-            return values[name]
-        if default is None:
-            raise KeyError(f"${{{name}}} is not set")
-        return default
-
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, word)
+SBATCH = REPO / "configs" / "slurm" / "casebook.sbatch"
+# a task's config names its datamodule; the others are layers (`--config configs/a2c_trader.yaml`)
+TASKS = sorted(
+    p.stem for p in (REPO / "configs").glob("*.yaml") if "class_path: datamodules" in p.read_text()
+)
 
 
-@pytest.mark.parametrize("template", TEMPLATES, ids=[t.stem for t in TEMPLATES])
-def test_sbatch_template_requeues_and_its_commands_parse(template, tmp_path, capsys):
-    text = template.read_text()
+def run_sbatch(tmp_path: Path, *arguments: str) -> tuple[subprocess.CompletedProcess, list[list]]:
+    """Run the sbatch script as SLURM would (from the repository root, SLURM's variables set),
+    with a stand-in `srun` that records each command it is given instead of running it."""
+    calls = tmp_path / "srun-calls"
+    calls.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{calls}/$(ls "{calls}" | wc -l)"\n')
+    srun.chmod(0o755)
+    root = tmp_path / "repo"  # the repository as the job sees it; runs/ is written here
+    root.mkdir()
+    (root / "configs").symlink_to(REPO / "configs")
+    env = {
+        **os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "7",
+        "SLURM_JOB_NUM_NODES": "1", "SLURM_NTASKS_PER_NODE": "2", "SLURM_CPUS_PER_TASK": "4",
+    }  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(SBATCH), *arguments], cwd=root, env=env, capture_output=True, text=True
+    )
+    recorded = sorted(calls.iterdir(), key=lambda p: int(p.name))
+    return done, [p.read_text().splitlines() for p in recorded]
+
+
+def test_sbatch_template_requeues_on_the_time_limit_signal():
+    text = SBATCH.read_text()
     assert "#SBATCH --signal=SIGUSR1@90" in text and "#SBATCH --requeue" in text
     assert re.search(r"#SBATCH --ntasks-per-node=\d+", text)
-    assert '--trainer.num_nodes="${SLURM_JOB_NUM_NODES}"' in text
-    assert '--trainer.devices="${SLURM_NTASKS_PER_NODE}"' in text
-    assert f'ROOT="runs/{template.stem}/slurm-${{SLURM_JOB_ID}}"' in text  # stable across requeues
-    commands = re.findall(
-        r"srun (?:--ntasks=1 )?\.venv/bin/casebook (.+?)(?:\n\n|\Z)",
-        text.replace("\\\n", " "),
-        re.S,
-    )
-    assert [c.split()[0] for c in commands] == ["fit", "test"]
-    values = {
-        "SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "1", "SLURM_NTASKS_PER_NODE": "2",
-        "SLURM_CPUS_PER_TASK": "4", "ROOT": str(tmp_path / "root"),
-    }  # fmt: skip
-    for name, value in re.findall(r'^(\w+)="(.*)"$', text, re.M):  # the script's own variables
-        values.setdefault(name, expand(value, values))
-    for command in commands:
-        arguments = [expand(a, values) for a in shlex.split(command)]
-        assert arguments[1:3] == ["--config", f"configs/{template.stem}.yaml"]
-        arguments = [str(REPO / a) if a.startswith("configs/") else a for a in arguments]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sbatch_template_runs_every_task_with_ddp_then_tests_its_best_checkpoint(
+    task, tmp_path, capsys
+):
+    done, calls = run_sbatch(tmp_path, task)
+    assert done.returncode == 0, done.stderr
+    (fit, test) = calls
+    assert fit[:4] == [".venv/bin/casebook", "fit", "--config", f"configs/{task}.yaml"]
+    assert test[:5] == [
+        "--ntasks=1",
+        ".venv/bin/casebook",
+        "test",
+        "--config",
+        f"configs/{task}.yaml",
+    ]
+    root = f"runs/{task}/slurm-7"  # the job id: the same directory after a requeue
+    assert "--trainer.num_nodes=1" in fit and "--trainer.devices=2" in fit
+    assert "--trainer.strategy=ddp" in fit and "--ckpt_path=best" in test
+    assert ("--data.num_workers=4" in fit) == (not task.endswith("_trader"))
+    for command in (fit[fit.index("fit") :], test[test.index("test") :]):
+        arguments = [str(REPO / a) if a.startswith("configs/") else a for a in command]
         # parsed in this process (an interpreter start costs more than the parse): print and exit
         with pytest.raises(SystemExit) as exit_:
             CasebookCLI(args=[*arguments, "--print_config"])
         assert exit_.value.code in (0, None), capsys.readouterr().err[-2000:]
-        assert f"default_root_dir: {values['ROOT']}" in capsys.readouterr().out
+        assert f"default_root_dir: {root}" in capsys.readouterr().out
+
+
+def test_sbatch_options_after_the_task_reach_fit_and_test(tmp_path):
+    teacher = "--model.teacher=runs/speech_teacher/slurm-1234/hf"
+    done, (fit, test) = run_sbatch(tmp_path, "speech_student", teacher)
+    assert done.returncode == 0, done.stderr
+    assert fit[-1] == teacher and test[-1] == teacher
+
+
+def test_sbatch_without_a_known_task_stops_in_one_line(tmp_path):
+    done, calls = run_sbatch(tmp_path, "ppo_trder")
+    assert done.returncode == 2 and calls == []
+    assert done.stderr.strip() == (
+        "casebook.sbatch: no configs/ppo_trder.yaml: give a task, e.g. "
+        "sbatch configs/slurm/casebook.sbatch ppo_trader (run from the repository root)"
+    )

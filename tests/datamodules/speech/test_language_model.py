@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.speech.language_model import BOS, EOS, UNK, build_arpa, check_arpa
 
 TRAIN = [

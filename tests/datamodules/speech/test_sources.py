@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.speech import SpeechDataModule
 
 

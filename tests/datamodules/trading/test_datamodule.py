@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.trading import MarketDataModule, SyntheticMarket, synthetic_market
 
 

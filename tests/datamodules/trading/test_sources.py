@@ -4,7 +4,7 @@ test_synthetic.py)."""
 import numpy as np
 import pytest
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.trading import load_arch, read_price_csv
 
 GOOD_ROWS = [

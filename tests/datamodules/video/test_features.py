@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.video import InstructionalVideoDataModule
 from datamodules.video.tokenizer import train_wordpiece
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.speech.text import build_processor
 from lightning_modules.speech.beam_search import (
     BeamSearchConfig,

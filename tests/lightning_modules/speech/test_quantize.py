@@ -7,7 +7,7 @@ import torch
 from transformers import Wav2Vec2ForCTC
 from unsafe_checkpoint import unsafe_checkpoint
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.speech import SpeechDataModule
 from lightning_modules.speech import Wav2Vec2Distiller, quantize
 from lightning_modules.speech.ctc import frame_mask

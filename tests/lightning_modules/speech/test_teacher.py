@@ -5,7 +5,7 @@ import torch
 from transformers import Wav2Vec2ForCTC
 from unsafe_checkpoint import unsafe_checkpoint
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.speech.text import build_processor
 from lightning_modules.speech import Wav2Vec2CTCRecipe
 from lightning_modules.speech.ctc import (

@@ -1,4 +1,4 @@
-"""Figures a person would rather look at than read: saved as PNG and logged to every image-capable logger."""
+"""Figures a person would rather look at than read: saved as PNG and logged to W&B."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One helper for the Python objects (random states, error-analysis rows) every DDP rank holds."""
+"""One helper for the Python objects (random states, error-analysis rows, a datamodule's
+environments) every DDP rank holds."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ import types
 import pytest
 import torch
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError
 from datamodules.video import InstructionalVideoDataModule, VideoFileDataset, list_videos
-from datamodules.video.decoding import PyAVDecoder, video_decoder_class
+from datamodules.video.video_files import PyAVDecoder, video_decoder_class
 
 DURATIONS = {"short": 2.2, "long": 4.5}
 

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from datamodules.errors import DataError
+from casebook.common.errors import DataError, first_line
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 DecoderName = Literal["auto", "torchcodec", "pyav"]  # `--data.video_decoder`
@@ -109,7 +109,7 @@ def video_decoder_class(backend: DecoderName = "auto") -> type:
         except ImportError as err:
             errors["pyav"] = err
     reasons = "; ".join(
-        f"{name} cannot be loaded ({str(err).splitlines()[0]})" for name, err in errors.items()
+        f"{name} cannot be loaded ({first_line(err)})" for name, err in errors.items()
     )
     hints = " or ".join(INSTALL_HINT[name] for name in errors)
     raise DataError(f"--data.source=video decodes files, but {reasons}: {hints}")
