@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.tuner import Tuner
 
-from casebook.common.errors import DataError
+from casebook.common.errors import DataError, first_line
 from casebook.doctor.examination import DoctorOptions, Examination
 from casebook.doctor.harness import Rehearsal, first_batch, serving, training_on_fixed_batch
 from casebook.doctor.probes import DYING, RECORDED, memory_budget_mb
@@ -46,9 +46,8 @@ class Check:
         try:
             return self.rows(examination, self.title)
         except Exception as error:
-            # a copy of casebook.common.errors.first_line, cut at 160 characters
-            first = (str(error).strip().splitlines() or [""])[0][:160]
-            return [CheckResult(self.title, "fail", note=f"raised {type(error).__name__}: {first}")]
+            note = f"raised {type(error).__name__}: {first_line(error)[:160]}"
+            return [CheckResult(self.title, "fail", note=note)]
 
 
 REGISTRY: dict[str, Check] = {}

@@ -13,7 +13,5 @@ def test_first_line_of_a_silent_exception_is_its_name():
     assert first_line(EOFError("   \n")) == "EOFError"
 
 
-def test_data_error_is_a_value_error_and_the_old_import_still_works():
-    from datamodules.errors import DataError as reexported  # kept for code written meanwhile
-
-    assert reexported is DataError and issubclass(DataError, ValueError)
+def test_data_error_is_a_value_error():
+    assert issubclass(DataError, ValueError)
