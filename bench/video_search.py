@@ -32,6 +32,7 @@ import multiprocessing
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +58,17 @@ from lightning_modules.video.search import (
 DIM, FRAMES, CONCEPTS, QUERIES = 128, 1000, 64, 64
 
 
-def synthetic_collection(videos: int, seed: int, truth: dict, clock: list) -> object:
+def concept_directions(rng: np.random.Generator) -> np.ndarray:
+    """(CONCEPTS, DIM) unit vectors: what the planted moments show, and the queries."""
+    concepts = rng.standard_normal((CONCEPTS, DIM)).astype(np.float32)
+    return concepts / np.linalg.norm(concepts, axis=1, keepdims=True)
+
+
+def synthetic_collection(
+    videos: int, concepts: np.ndarray, rng: np.random.Generator, truth: dict, clock: list
+) -> Iterator[tuple[str, np.ndarray]]:
     """Yields (video_id, (FRAMES, DIM)) embeddings; fills truth[concept] with planted moments;
     adds its own generation time to clock[0] (so the build time can leave it out)."""
-    rng = np.random.default_rng(seed)
-    concepts = rng.standard_normal((CONCEPTS, DIM)).astype(np.float32)
-    concepts /= np.linalg.norm(concepts, axis=1, keepdims=True)
     for v in range(videos):
         began = time.perf_counter()
         video_id = f"synthetic-{v:05d}"
@@ -84,7 +90,6 @@ def synthetic_collection(videos: int, seed: int, truth: dict, clock: list) -> ob
             truth.setdefault(int(k), []).append(Moment(video_id, start, start + length))
         clock[0] += time.perf_counter() - began
         yield video_id, frames
-    truth["queries"] = concepts
 
 
 def peak_rss_mb() -> float:
@@ -97,12 +102,14 @@ def scaling_row(videos: int, threads: int, seed: int = 0) -> dict:
     imports_mb = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="casebook-search-bench-") as folder:
         truth, clock = {}, [0.0]
+        rng = np.random.default_rng(seed)
+        concepts = concept_directions(rng)
         began = time.perf_counter()
         index = MomentIndex.write(
-            synthetic_collection(videos, seed, truth, clock), Path(folder) / "index"
+            synthetic_collection(videos, concepts, rng, truth, clock), Path(folder) / "index"
         )
         build = time.perf_counter() - began - clock[0]
-        queries = torch.from_numpy(truth.pop("queries"))[:QUERIES]
+        queries = torch.from_numpy(concepts)[:QUERIES]
         index.search(queries[:2])  # warm-up: page in the windows
         began = time.perf_counter()
         single = [index.search(q[None], top_k=10)[0] for q in queries]
@@ -194,12 +201,8 @@ def retrieval(encoders_path: str, aligner: str | None, videos: int, threads: int
             results = index.search(embeddings, top_k=10, proposals=config)
             runs[name] = (dict(zip(keys, results)), time.perf_counter() - began)
             deep[name] = dict(zip(keys, index.search(embeddings, top_k=100, proposals=config)))
-        for name, product in (
-            ("aligner x similarity (--aligner)", True),
-            ("  aligner alone", False),
-        ):
-            if not aligner:
-                break
+        aligner_rows = (("aligner x similarity (--aligner)", True), ("  aligner alone", False))
+        for name, product in aligner_rows if aligner else ():
             scorer = AlignerFrameScorer(aligner, embeddings, times_similarity=product)
             began = time.perf_counter()
             results = index.search(embeddings, top_k=10, frame_scorer=scorer)

@@ -135,7 +135,8 @@ class HeldBack(logging.Filter):
             self.logger.handle(record)
 
 
-def loggers_of(trainer_config: dict) -> list:
+def loggers_of(trainer_config) -> list:
+    """The ``logger`` entry of a trainer config (a dict or a Namespace), as a list."""
     loggers = trainer_config.get("logger")
     return loggers if isinstance(loggers, list) else [loggers]
 
@@ -249,8 +250,7 @@ class CasebookCLI(LightningCLI):
             config.trainer.default_root_dir = root
             config.checkpoint.dirpath = config.latest.dirpath = checkpoint_dir(root)
         self._precision_note = keep_bf16_off_emulating_cpus(config.trainer)  # said once it runs
-        loggers = config.trainer.logger
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
+        for logger in loggers_of(config.trainer):
             init_args = getattr(logger, "init_args", None)
             if (
                 init_args is not None
@@ -304,7 +304,7 @@ class CasebookCLI(LightningCLI):
             raise DataError(
                 f"--ckpt_path best: no {last} to read the best checkpoint from; run fit first"
             )
-        states = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+        states = load_checkpoint(last, "--ckpt_path best").get("callbacks", {})
         best = next(
             (
                 s.get("best_model_path")

@@ -70,7 +70,8 @@ def load_checkpoint(path: str | Path, option: str = "", allowed: tuple[type, ...
     try:
         with torch.serialization.safe_globals(list(allowed)):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+    # KeyError: the weights-only unpickler's memo, on bytes that are no pickle at all
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
         if "Weights only load failed" in str(error):
             problem = "holds pickled objects, not only tensors (loaded with weights_only=True)"
         else:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.data import extract_batch_size
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from callbacks import GradNormMonitor
 from casebook.doctor.harness import FixedBatchStep
@@ -125,9 +126,10 @@ def batch_size(batch: Any) -> int:
         return 0
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # the first tensor's size is taken; a step time table needs no advice on logging
+            warnings.filterwarnings("ignore", "Trying to infer the `batch_size`")
             return int(extract_batch_size(batch))
-    except Exception:  # MisconfigurationException, RecursionError: nothing to count
+    except (MisconfigurationException, RecursionError):  # no tensor, or a cyclic batch
         return 0
 
 

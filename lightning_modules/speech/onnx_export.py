@@ -12,24 +12,23 @@ teacher's export too.
 
 - Export (`export_onnx`): torch's TorchScript exporter (`dynamo=False`), one input
   `input_values` (batch, samples) with both axes dynamic, one output `logits` (batch, frames,
-  vocabulary). The dynamo exporter also gives the same logits but needs onnxscript and took 19 s
-  instead of 2 s on a tiny model here. The positional convolution's weight norm is folded first
+  vocabulary). The dynamo exporter also gives the same logits but needs onnxscript and exported
+  several times slower (bench/README.md). The positional convolution's weight norm is folded first
   (`quantize.fold_positional_weight_norm`), so the graph holds its weight as a plain initializer
   that int8 can quantize. No `attention_mask` input: one unpadded utterance per call, as
   `transformers.pipeline` transcribes; `OnnxWav2Vec2ForCTC` runs a padded batch row by row.
 - Both int8 modes store every MatMul's (the Linear layers') and every Conv's weight in int8 per
   output channel, but the first convolution's: it reads the waveform, and int8 activations there
-  moved the logits by 13% in torch and 6% here (`quantize.quantized_layer_names`); it holds 8% of
-  the one-layer student's weights.
+  move the logits far more than anywhere else (`quantize.quantized_layer_names`, bench/README.md).
 - int8 dynamic (`quantize_onnx_dynamic`, no calibration): ONNX Runtime's `quantize_dynamic` for
   the MatMuls (activations quantized per call, uint8: x86's int8 kernels multiply uint8 by
   int8), and the convolutions int8 weight-only (`weight_only_convolutions`), as torch's dynamic
   mode does: ONNX Runtime's own dynamic Conv was slower than float.
 - int8 static (`quantize_onnx_static`): `quantize_static` in QDQ format (quantize/dequantize
   pairs that ONNX Runtime fuses into int8 kernels), MatMul and Conv, activations uint8 with
-  min/max ranges observed on unpadded training utterances (`UtteranceReader`). int8 activations
-  (S8S8) gave the same logits and ran half as fast on the AMD EPYC (avx512_vnni); the percentile
-  and entropy calibrators need equal-length utterances.
+  min/max ranges observed on unpadded training utterances (`UtteranceReader`). uint8 rather than
+  int8 activations (S8S8), which gave the same logits but ran slower (bench/README.md); min/max
+  because the percentile and entropy calibrators need equal-length utterances.
 
 Speed and accuracy against the torch rows, per CPU: bench/README.md (`bench.speech`).
 """
@@ -56,13 +55,20 @@ from torch import Tensor
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 from transformers.modeling_outputs import CausalLMOutput
 
-from casebook.common.errors import DataError
+from casebook.common.errors import DataError, first_line
 from lightning_modules.speech import quantize
 
 FLOAT_FILE = "model.onnx"
 INT8_FILES = {"dynamic": "model_int8_dynamic.onnx", "static": "model_int8_static.onnx"}
 OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 STATIC_OPS = ["MatMul", "Conv"]
+# onnxruntime's pybind errors (Fail, InvalidProtobuf, NoSuchFile, InvalidGraph, ...) all derive
+# from Exception directly, with no common base of their own
+ONNXRUNTIME_ERRORS = tuple(
+    error
+    for error in vars(ort.capi.onnxruntime_pybind11_state).values()
+    if isinstance(error, type) and issubclass(error, Exception)
+)
 
 
 def load_float(folder: str | Path) -> Wav2Vec2ForCTC:
@@ -89,10 +95,16 @@ def export_onnx(model: Wav2Vec2ForCTC, path: str | Path, example_samples: int = 
     model = quantize.fold_positional_weight_norm(copy.deepcopy(model)).float().cpu().eval()
     example = torch.zeros(1, example_samples)
     with warnings.catch_warnings():
-        # the TorchScript exporter's deprecation notice, and transformers' attention deciding
-        # is_causal (False: no mask, not causal) in Python, which holds for every length
+        # the TorchScript exporter's deprecation notice, and the two tracer warnings that hold
+        # for every length: transformers' attention deciding is_causal (False: no mask, not
+        # causal) in Python, and group norm's training-only batch size check. Any other tracer
+        # warning (a length-dependent branch) is shown.
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings(
+            "ignore",
+            category=torch.jit.TracerWarning,
+            module=r"(transformers\.integrations\.sdpa_attention|torch\.nn\.functional)$",
+        )
         torch.onnx.export(
             model,
             (example,),
@@ -139,9 +151,8 @@ def quantize_onnx_dynamic(float_path: str | Path, int8_path: str | Path) -> Path
 def weight_only_convolutions(model: onnx.ModelProto, skip: Iterable[str] = ()) -> None:
     """Store each Conv's weight (but `skip`'s) as int8, symmetric per output channel, behind a
     DequantizeLinear, in place: the file shrinks and the convolution still runs in float.
-    ONNX Runtime's dynamic int8 Conv (ConvInteger) made the student slower than float (1.6x
-    faster than torch's float student against 1.76x for ONNX Runtime float, 2.6x with this);
-    the same choice as torch's dynamic mode (`quantize.Int8WeightOnlyConv1d`)."""
+    ONNX Runtime's dynamic int8 Conv (ConvInteger) made the student slower than its float graph
+    (bench/README.md); the same choice as torch's dynamic mode (`quantize.Int8WeightOnlyConv1d`)."""
     weights = {tensor.name: tensor for tensor in model.graph.initializer}
     skip, dequantize = set(skip), []
     for node in model.graph.node:
@@ -170,18 +181,27 @@ def weight_only_convolutions(model: onnx.ModelProto, skip: Iterable[str] = ()) -
         model.graph.node.insert(0, node)
 
 
+# What ONNX Runtime's quantizers log on the root logger at each call (quantize_static twice).
+PREPROCESSING_ADVICE = ("Please consider to run pre-processing", "Please consider pre-processing")
+
+
+class DropPreprocessingAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(PREPROCESSING_ADVICE)
+
+
 @contextlib.contextmanager
 def quiet_quantizer() -> Iterator[None]:
     """ONNX Runtime's quantizers advise pre-processing (`quant_pre_process`) on the root logger
-    each call; with it the static student was no faster here (3.38x against 3.59x torch's float
-    student) and its logits the same, so casebook skips it and hushes the advice."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
+    each call; with it the static student was no faster and its logits the same
+    (bench/README.md), so casebook skips it and drops that advice, by its text: every other
+    record (a calibration warning) still reaches the user."""
+    root, advice = logging.getLogger(), DropPreprocessingAdvice()
+    root.addFilter(advice)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(advice)
 
 
 class UtteranceReader(ortq.CalibrationDataReader):
@@ -270,8 +290,11 @@ class OnnxWav2Vec2ForCTC:
                 self.sessions[threads] = ort.InferenceSession(
                     str(self.path), options, providers=["CPUExecutionProvider"]
                 )
-            except Exception as error:  # onnxruntime raises its own untyped errors
-                raise DataError(f"{self.path}: not a loadable ONNX model ({error})") from None
+            except ONNXRUNTIME_ERRORS as error:
+                raise DataError(
+                    f"{self.path}: not a loadable ONNX model ({first_line(error)}); export it again"
+                    " with `python -m lightning_modules.speech.onnx_export <save_pretrained folder>`"
+                ) from None
         return self.sessions[threads]
 
     def __call__(
@@ -281,15 +304,16 @@ class OnnxWav2Vec2ForCTC:
         values = input_values.detach().float().cpu()
         if attention_mask is None or bool(attention_mask.all()):
             (logits,) = session.run(["logits"], {"input_values": values.numpy()})
-            return CausalLMOutput(logits=torch.from_numpy(logits))
+            # on the input's device, as Wav2Vec2ForCTC answers: decoding code reads either
+            return CausalLMOutput(logits=torch.from_numpy(logits).to(input_values.device))
         rows = []
-        for row, mask in zip(values, attention_mask):
+        for row, mask in zip(values, attention_mask.cpu()):
             utterance = row[: int(mask.sum())][None].numpy()
             rows.append(torch.from_numpy(session.run(["logits"], {"input_values": utterance})[0]))
         logits = torch.zeros(len(rows), max(r.shape[1] for r in rows), rows[0].shape[2])
         for i, row in enumerate(rows):
             logits[i, : row.shape[1]] = row[0]
-        return CausalLMOutput(logits=logits)
+        return CausalLMOutput(logits=logits.to(input_values.device))
 
     def weight_count(self) -> int:
         """Elements of the graph's weights and biases (int8 or float), without the int8 scales
@@ -331,24 +355,19 @@ def export_folder(
     return written
 
 
-@torch.no_grad()
 def transcribe(path: str | Path, wavs: list[str | Path]) -> list[str]:
     """Greedy CTC transcripts of wav files with an ONNX model and the processor beside it."""
-    from datamodules.speech.dataset import load_waveform
-    from lightning_modules.speech.ctc import greedy_transcripts
-
     model = OnnxWav2Vec2ForCTC(path)
-    processor = Wav2Vec2Processor.from_pretrained(str(Path(path).parent))
-    rate = processor.feature_extractor.sampling_rate
-    texts = []
-    for wav in wavs:
-        features = processor(
-            load_waveform(wav, rate).numpy(), sampling_rate=rate, return_tensors="pt"
-        )
-        logits = model(features.input_values).logits
-        valid = torch.ones(logits.shape[:2], dtype=torch.bool)
-        texts.append(greedy_transcripts(logits, valid, processor.tokenizer)[0])
-    return texts
+    folder = Path(path).parent
+    try:
+        processor = Wav2Vec2Processor.from_pretrained(str(folder))
+    except OSError:
+        raise DataError(
+            f"{folder}: no processor (preprocessor_config.json, vocab.json) beside {Path(path).name}"
+            " to turn logits into text; export the model with `python -m"
+            " lightning_modules.speech.onnx_export <save_pretrained folder>`, which copies it"
+        ) from None
+    return quantize.greedy_transcribe(model, processor, wavs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if len(args.rest) > 1:
             parser.error("one output folder at most")
+        if args.calibration_batches < 1:
+            parser.error("--calibration-batches must be at least 1")
         calibration = None
         if "static" in args.int8:
             load_float(args.folder)  # a wrong folder stops before the training audio loads

@@ -65,6 +65,8 @@ import torch.ao.quantization as tq
 from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from casebook.common.errors import DataError
+
 QuantMode = Literal["dynamic", "static", "qat"]
 STATE_FILE = "quantized_state_dict.pt"
 META_FILE = "quantization.json"
@@ -452,14 +454,19 @@ def load_student(directory: str | Path) -> Wav2Vec2ForCTC:
 # ---------------------------------------------------------------------------- command line
 
 
-@torch.no_grad()
 def transcribe(directory: str | Path, wavs: list[str | Path]) -> list[str]:
-    """Greedy CTC transcripts of wav files (resampled to the processor's rate)."""
+    """Greedy CTC transcripts of wav files by a float or int8 student folder."""
+    processor = Wav2Vec2Processor.from_pretrained(str(directory))
+    return greedy_transcribe(load_student(directory), processor, wavs)
+
+
+@torch.no_grad()
+def greedy_transcribe(model, processor: Wav2Vec2Processor, wavs: list[str | Path]) -> list[str]:
+    """Greedy CTC transcripts of wav files (resampled to the processor's rate) by `model`, anything
+    called like `Wav2Vec2ForCTC` (`onnx_export.OnnxWav2Vec2ForCTC` too), one utterance a call."""
     from datamodules.speech.dataset import load_waveform
     from lightning_modules.speech.ctc import greedy_transcripts
 
-    model = load_student(directory)
-    processor = Wav2Vec2Processor.from_pretrained(str(directory))
     rate = processor.feature_extractor.sampling_rate
     texts = []
     for wav in wavs:
@@ -478,8 +485,16 @@ def speech_datamodule(config: str | Path, **overrides):
 
     from datamodules.speech import SpeechDataModule
 
-    spec = yaml.safe_load(Path(config).read_text())
-    return SpeechDataModule(**{**spec["data"]["init_args"], **overrides})
+    if not Path(config).is_file():
+        raise DataError(
+            f"{config}: no such config file; pass the casebook speech config whose data to read"
+            " (configs/speech_student.yaml of the repository, with its path from here)"
+        )
+    spec = yaml.safe_load(Path(config).read_text()) or {}
+    init_args = (spec.get("data") or {}).get("init_args")
+    if not isinstance(init_args, dict):
+        raise DataError(f"{config}: no data.init_args to build the SpeechDataModule from")
+    return SpeechDataModule(**{**init_args, **overrides})
 
 
 def calibration_batches(config: str | Path, count: int) -> list[dict]:
@@ -516,7 +531,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "dynamic":
         quantized = quantize_dynamic(model)
     else:
-        batches = calibration_batches(args.data_config, args.calibration_batches)
+        try:
+            batches = calibration_batches(args.data_config, args.calibration_batches)
+        except DataError as error:
+            parser.exit(2, f"quantize: error: {error}\n")
         quantized = quantize_static(model, batches)
     processor = Wav2Vec2Processor.from_pretrained(args.float_dir)
     out = save_quantized(quantized, args.out_dir, args.command, processor)

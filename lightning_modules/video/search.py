@@ -63,6 +63,10 @@ from lightning_modules.video.retrieval import Moment, moment_retrieval_metrics
 INDEX_DIR = ".search_index"
 INDEX_VERSION = 2
 QUERY_CHUNK = 16  # queries scored against all windows at once
+# Index windows of 16 frames every 8 (half-overlapping): any moment of up to 8 frames lies wholly
+# inside one window; a longer stride means fewer windows, faster queries (bench/README.md).
+WINDOW, STRIDE = 16, 8
+CANDIDATE_VIDEOS = 16  # videos whose frames are read and scored per query
 PREDICT_COMMAND = (
     "casebook predict --config configs/clip_pretrainer.yaml --config "
     "configs/presets/npy_predictions.yaml --ckpt_path best --return_predictions false"
@@ -185,6 +189,16 @@ def source_files(features_dir: Path) -> list[Path]:
     return files
 
 
+def saved_manifest(index_dir: Path) -> dict | None:
+    """The index's manifest.json, or None when there is none or it is unreadable (a build that
+    was interrupted, another version's): either way the index is built again."""
+    try:
+        manifest = json.loads((index_dir / "manifest.json").read_text())
+    except (OSError, ValueError):  # missing, or not JSON (JSONDecodeError is a ValueError)
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 class MomentIndex:
     """Frame embeddings of many videos, searchable by a query embedding (see the module docstring).
 
@@ -221,8 +235,8 @@ class MomentIndex:
     def write(
         videos: Iterable[tuple[str, np.ndarray]],
         directory: str | Path,
-        window: int = 16,
-        stride: int = 8,
+        window: int = WINDOW,
+        stride: int = STRIDE,
         sources: dict | None = None,
     ) -> MomentIndex:
         """Index `(video_id, (T, D) frame embeddings)` pairs, streamed, into `directory`."""
@@ -266,8 +280,8 @@ class MomentIndex:
         cls,
         features_dir: str | Path,
         index_dir: str | Path | None = None,
-        window: int = 16,
-        stride: int = 8,
+        window: int = WINDOW,
+        stride: int = STRIDE,
         log: Callable[[str], None] = lambda message: None,
         dim: int | None = None,
         videos: Sequence[str] | None = None,
@@ -287,12 +301,10 @@ class MomentIndex:
                 )
         index_dir = Path(index_dir) if index_dir else features_dir / INDEX_DIR
         sources = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
-        manifest = index_dir / "manifest.json"
-        if manifest.is_file():
-            saved = json.loads(manifest.read_text())
-            wanted = {"version": INDEX_VERSION, "window": window, "stride": stride}
-            if saved["sources"] == sources and all(saved[k] == v for k, v in wanted.items()):
-                return cls(index_dir)
+        wanted = {"version": INDEX_VERSION, "window": window, "stride": stride, "sources": sources}
+        saved = saved_manifest(index_dir)
+        if saved is not None and all(saved.get(k) == v for k, v in wanted.items()):
+            return cls(index_dir)
         shapes = {p: feature_shape(p, p.stem) for p in files}
         first = shapes[files[0]][1]
         for path, (_, width) in shapes.items():
@@ -346,7 +358,7 @@ class MomentIndex:
         queries: Tensor,
         top_k: int = 5,
         fps: float = 1.0,
-        candidate_videos: int = 16,
+        candidate_videos: int = CANDIDATE_VIDEOS,
         proposals: ProposalConfig = ProposalConfig(),
         frame_scorer: FrameScorer | None = None,
         videos: Sequence[str] | None = None,
@@ -370,7 +382,9 @@ class MomentIndex:
                 )
             among = torch.zeros(len(self), dtype=torch.bool)
             among[[self.position[v] for v in videos]] = True
-        queries = F.normalize(queries.float(), dim=-1)
+        # on the CPU beside the index, and out of any autograd graph (queries straight from an
+        # encoder on a GPU, or run outside no_grad)
+        queries = F.normalize(queries.detach().float().cpu(), dim=-1)
         candidates = self.candidate_videos(queries, max(candidate_videos, top_k), among)
         results = []
         for q, query in enumerate(queries.numpy()):
@@ -484,7 +498,7 @@ class AlignerFrameScorer:
         )
         self.head.load_state_dict(weights)
         self.head.eval()
-        self.queries = query_embeddings.float()
+        self.queries = query_embeddings.detach().float().cpu()  # beside the head, on the CPU
         self.times_similarity = times_similarity
 
     @torch.no_grad()
@@ -546,10 +560,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", nargs="+", help="search only these video ids")
     p.add_argument("--out", default="runs/search/moments.json", help="JSON file of the moments")
     p.add_argument("--index", help="index folder (default <features>/.search_index)")
-    p.add_argument("--window", type=int, default=16, help="frames per index window")
-    p.add_argument("--stride", type=int, default=8, help="frames between index windows")
+    p.add_argument("--window", type=int, default=WINDOW, help="frames per index window")
+    p.add_argument("--stride", type=int, default=STRIDE, help="frames between index windows")
     p.add_argument(
-        "--candidate_videos", type=int, default=16, help="videos whose frames are scored"
+        "--candidate_videos",
+        type=int,
+        default=CANDIDATE_VIDEOS,
+        help="videos whose frames are scored",
     )
     p.add_argument(
         "--context_weight",
@@ -620,42 +637,52 @@ def random_moments(
     return ranked
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`casebook search FEATURES QUERY ...` or `casebook search FEATURES --evaluate A.json`:
-    exit 0, or 2 with one line on bad input."""
-    args = parser().parse_args(argv)
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line's values, in one line, or None."""
     for name in ("top_k", "window", "stride", "candidate_videos"):
         if getattr(args, name) < 1:
-            print(f"casebook: error: --{name} must be at least 1", file=sys.stderr)
-            return 2
+            return f"--{name} must be at least 1"
     if args.fps <= 0:
-        print("casebook: error: --fps must be positive", file=sys.stderr)
-        return 2
+        return "--fps must be positive"
     if bool(args.queries) == bool(args.evaluate):
-        print("casebook: error: give text queries or --evaluate ANNOTATIONS", file=sys.stderr)
-        return 2
+        return "give text queries or --evaluate ANNOTATIONS"
+    return None
+
+
+def write_json(path: Path, payload: dict | list) -> None:
+    """`payload` as JSON at `path`, whole or not at all (written beside it, then renamed)."""
     try:
-        started = time.perf_counter()
-        log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-        queries, truth, videos = args.queries, None, args.videos
-        if args.evaluate:
-            texts, truth = annotated_queries(args.evaluate, args.subset)
-            queries = list(texts.values())
-            videos = sorted({m.video_id for moments in truth.values() for m in moments})
-        # Prerequisites first, so bad input stops before a long indexing.
-        encoder = QueryEncoder.load(args.encoders, args.tokenizer, args.annotations, args.cache_dir)
-        embeddings = encoder(queries)
-        scorer = AlignerFrameScorer(args.aligner, embeddings) if args.aligner else None
-        index = MomentIndex.of_folder(
-            args.features, args.index, args.window, args.stride, log, encoder.dim, videos
-        )
-        proposals = ProposalConfig(context_weight=args.context_weight)
-        results = index.search(
-            embeddings, args.top_k, args.fps, args.candidate_videos, proposals, scorer, videos
-        )
-    except DataError as error:
-        print(f"casebook: error: {error}", file=sys.stderr)
-        return 2
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise DataError(
+            f"--out {path}: cannot write the moments ({error.strerror or error}); give a writable path"
+        ) from None
+
+
+def run_search(args: argparse.Namespace) -> None:
+    """The command, once its arguments are valid: prerequisites (encoders, aligner, index) are
+    read before the search, results printed and written to `--out`. Bad input: DataError."""
+    started = time.perf_counter()
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    queries, truth, videos = args.queries, None, args.videos
+    if args.evaluate:
+        texts, truth = annotated_queries(args.evaluate, args.subset)
+        queries = list(texts.values())
+        videos = sorted({m.video_id for moments in truth.values() for m in moments})
+    # Prerequisites first, so bad input stops before a long indexing.
+    encoder = QueryEncoder.load(args.encoders, args.tokenizer, args.annotations, args.cache_dir)
+    embeddings = encoder(queries)
+    scorer = AlignerFrameScorer(args.aligner, embeddings) if args.aligner else None
+    index = MomentIndex.of_folder(
+        args.features, args.index, args.window, args.stride, log, encoder.dim, videos
+    )
+    proposals = ProposalConfig(context_weight=args.context_weight)
+    results = index.search(
+        embeddings, args.top_k, args.fps, args.candidate_videos, proposals, scorer, videos
+    )
     payload: dict | list = [
         {"query": query, "moments": [asdict(m) for m in moments]}
         for query, moments in zip(queries, results)
@@ -665,9 +692,8 @@ def main(argv: list[str] | None = None) -> int:
             print_moments(query, moments)
             print()
     else:
-        ranked = dict(zip(texts, results))
         rows = {
-            "search": moment_retrieval_metrics(ranked, truth),
+            "search": moment_retrieval_metrics(dict(zip(texts, results)), truth),
             "random": moment_retrieval_metrics(
                 random_moments(index, truth, args.fps, videos), truth
             ),
@@ -678,16 +704,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(markdown_table([{"": name, **metrics} for name, metrics in rows.items()]))
         payload = {"metrics": rows, "queries": payload}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, out)
+    write_json(Path(args.out), payload)
     print(
         f"{len(videos or index.video_ids)} videos searched in"
-        f" {time.perf_counter() - started:.1f} s; written to {out}",
+        f" {time.perf_counter() - started:.1f} s; written to {args.out}",
         file=sys.stderr,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`casebook search FEATURES QUERY ...` or `casebook search FEATURES --evaluate A.json`:
+    exit 0, or 2 with one line on bad input."""
+    args = parser().parse_args(argv)
+    try:
+        if problem := argument_problem(args):
+            raise DataError(problem)
+        run_search(args)
+    except DataError as error:
+        print(f"casebook: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

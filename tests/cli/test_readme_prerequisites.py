@@ -157,3 +157,27 @@ def test_a_readme_command_missing_its_prerequisite_says_so_in_one_line_and_exits
 )
 def test_prerequisites_are_read_from_the_configs_and_the_command_line(command, expected):
     assert missing_prerequisites(command) == expected
+
+
+def test_ckpt_path_best_names_an_unreadable_last_ckpt_in_one_line(tmp_path, capsys):
+    """In-process: the run stops in check_prerequisites, before any Trainer exists."""
+    from casebook.cli import main
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").write_bytes(b"half a checkpoint")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model: {class_path: tiny_task.TinyRegressor}\n"
+        "data: {class_path: tiny_task.TinyDataModule, init_args: {num_features: 3}}\n"
+        f"trainer: {{default_root_dir: {tmp_path / 'run'}, logger: false}}\n"
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(["test", "--config", str(config), "--ckpt_path", "best"])
+    assert exited.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert lines[0].startswith(
+        f"casebook: error: --ckpt_path best {last}: not a readable checkpoint"
+    )

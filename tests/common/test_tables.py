@@ -27,9 +27,11 @@ def test_log_table_with_an_offline_wandb_logger(tmp_path, monkeypatch):
     trainer = SimpleNamespace(default_root_dir=str(tmp_path), is_global_zero=True, loggers=[logger])
     try:
         path = log_table(trainer, "test/backtest", ROWS)
+        logged = dict(logger.experiment.summary["test/backtest"])
     finally:
         wandb.finish()
     assert path.read_text().splitlines()[2] == "rule,1.2,"
+    assert logged["_type"] == "table-file" and logged["nrows"] == 2 and logged["ncols"] == 3
 
 
 def test_markdown_table_pads_columns_and_formats_numbers_one_way():

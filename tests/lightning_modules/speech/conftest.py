@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import Wav2Vec2ForCTC
 
 from datamodules.speech import SpeechDataModule
 from datamodules.speech.tts_corpus import TtsCorpusConfig, generate_tts_corpus
@@ -40,14 +41,28 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture
 def tiny_datamodule(tiny_cache) -> SpeechDataModule:
-    return SpeechDataModule(cache_dir=str(tiny_cache), **TINY_CORPUS, batch_size=4)
+    return SpeechDataModule(cache_dir=str(tiny_cache), corpus=TINY_CORPUS, batch_size=4)
 
 
 @pytest.fixture(scope="session")
 def batch(tiny_cache) -> dict:
     """Four validation utterances as the models receive them."""
-    datamodule = SpeechDataModule(cache_dir=str(tiny_cache), **TINY_CORPUS, batch_size=4)
+    datamodule = SpeechDataModule(cache_dir=str(tiny_cache), corpus=TINY_CORPUS, batch_size=4)
     return next(iter(datamodule.val_dataloader()))
+
+
+@pytest.fixture(scope="module")
+def float_model(teacher_dir) -> Wav2Vec2ForCTC:
+    """The tiny seeded teacher (4 layers, 32 wide, random weights), in eval mode: what the int8
+    and ONNX tests compare against."""
+    return Wav2Vec2ForCTC.from_pretrained(teacher_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def calibration(tiny_cache) -> list[dict]:
+    """The three training batches of the tiny corpus, to calibrate static int8 on."""
+    datamodule = SpeechDataModule(cache_dir=str(tiny_cache), corpus=TINY_CORPUS, batch_size=4)
+    return list(datamodule.train_dataloader())
 
 
 @pytest.fixture

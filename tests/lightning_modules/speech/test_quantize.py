@@ -8,25 +8,10 @@ from transformers import Wav2Vec2ForCTC
 from unsafe_checkpoint import unsafe_checkpoint
 
 from casebook.common.errors import DataError
-from datamodules.speech import SpeechDataModule
 from lightning_modules.speech import Wav2Vec2Distiller, quantize
 from lightning_modules.speech.ctc import frame_mask
 
 MODES = ("dynamic", "static", "qat")
-
-
-@pytest.fixture(scope="module")
-def float_model(teacher_dir) -> Wav2Vec2ForCTC:
-    """The tiny seeded model of conftest (4 layers, 32 wide), in eval mode."""
-    return Wav2Vec2ForCTC.from_pretrained(teacher_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def calibration(tiny_cache) -> list[dict]:
-    """The three training batches of conftest's tiny corpus (the only one its cache holds)."""
-    tiny_corpus = {"num_train_sentences": 12, "num_val_sentences": 4, "num_test_sentences": 4}
-    datamodule = SpeechDataModule(cache_dir=str(tiny_cache), **tiny_corpus, batch_size=4)
-    return list(datamodule.train_dataloader())
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from casebook.cli import main as casebook_main
+from casebook.common.errors import DataError
 from datamodules.cache import default_cache_dir
 from datamodules.video.procedural import all_step_texts
 from datamodules.video.tokenizer import cached_wordpiece
@@ -134,6 +135,25 @@ def test_the_index_is_reused_until_a_file_changes(tmp_path):
     assert len(first) == 2
 
 
+@pytest.mark.parametrize("manifest", ['{"version": 2, "dim', '{"version": 1, "videos": []}'])
+def test_a_half_written_or_older_index_is_built_again(tmp_path, manifest):
+    features = tmp_path / "features"
+    features.mkdir()
+    np.save(features / "a.npy", noise_video(np.random.default_rng(8), 20))
+    (features / ".search_index").mkdir()
+    (features / ".search_index" / "manifest.json").write_text(manifest)
+    assert MomentIndex.of_folder(features).video_ids == ["a"]
+    assert json.loads((features / ".search_index" / "manifest.json").read_text())["version"] == 2
+
+
+def test_query_embeddings_still_in_an_autograd_graph_are_searched(tmp_path):
+    rng = np.random.default_rng(9)
+    index = MomentIndex.write([("a", noise_video(rng, 30))], tmp_path / "index")
+    query = torch.from_numpy(noise_video(rng, 1)).requires_grad_()
+    projected = query * 2  # as an encoder called outside no_grad returns it
+    assert index.search(projected, top_k=1) == index.search(projected.detach(), top_k=1)
+
+
 def test_proposals_are_the_runs_above_half_the_peak_best_first():
     scores = np.full(60, 0.05)
     scores[10:22] = np.linspace(0.5, 0.7, 12)  # one moment, brighter towards its end
@@ -194,7 +214,7 @@ def test_aligner_scores_are_its_heads_probability_of_the_query_step_times_the_co
 def test_aligner_without_per_frame_scores_is_refused_in_one_line(tmp_path):
     checkpoint = tmp_path / "lstm.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"head": "lstm"}}, checkpoint)
-    with pytest.raises(ValueError, match="lstm.ckpt: .*attend_align"):
+    with pytest.raises(DataError, match="lstm.ckpt: .*attend_align"):
         AlignerFrameScorer(checkpoint, torch.zeros(1, DIM))
 
 
@@ -253,6 +273,29 @@ def test_missing_encoders_name_the_command_that_makes_them(tmp_path, capsys):
     code, _ = search(features, tmp_path / "no-encoders")
     assert code == 2
     assert "casebook fit --config configs/clip_pretrainer.yaml" in one_error_line(capsys)
+
+
+def test_an_out_path_that_cannot_be_written_is_named(tmp_path, encoders_dir, capsys):
+    query = QueryEncoder.load(encoders_dir)([QUERY])[0].numpy()
+    planted_collection(tmp_path / "features", query)
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "moments.json"
+    argv = ["search", str(tmp_path / "features"), QUERY, "--encoders", str(encoders_dir)]
+    with pytest.raises(SystemExit) as exited:
+        casebook_main([*argv, "--out", str(out)])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the "indexing" progress line
+    assert last.startswith(f"casebook: error: --out {out}: cannot write the moments")
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [(["--top_k", "0"], "--top_k must be at least 1"), (["--fps", "0"], "--fps must be positive")],
+)
+def test_a_bad_value_is_named_before_anything_is_read(tmp_path, extra, problem, capsys):
+    code, _ = search(tmp_path / "nowhere", tmp_path / "no-encoders", *extra)
+    assert code == 2
+    assert one_error_line(capsys) == f"casebook: error: {problem}"
 
 
 def write_annotations(path, entries: dict) -> None:
