@@ -48,9 +48,8 @@ def cpu_line(cpuinfo: str = "/proc/cpuinfo") -> str:
 
 
 def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU multiplies bf16 matrices in hardware. Without it oneDNN emulates bf16: one
-    training step of the speech teacher took 17x as long under bf16 autocast as in float32
-    (AVX2 code path forced with ONEDNN_MAX_CPU_ISA=AVX2 on an AMD EPYC, 2026-12-06)."""
+    """Whether the CPU multiplies bf16 matrices in hardware (avx512_bf16 or amx_bf16). Without it
+    oneDNN emulates bf16, many times slower than float32 (bench/README.md, speech_teacher_speed)."""
     return any(flag in cpu(cpuinfo)[1] for flag in BF16_FLAGS)
 
 

@@ -71,10 +71,9 @@ QuantMode = Literal["dynamic", "static", "qat"]
 STATE_FILE = "quantized_state_dict.pt"
 META_FILE = "quantization.json"
 # fbgemm, not torch's "x86" engine: on a CPU with AVX-512 VNNI (AMD EPYC here, the AMX Xeons) "x86"
-# sends int8 convolutions to oneDNN, which builds a kernel for every new input length: 48 ms on
-# the first call of each utterance length against 2.6 ms after (the positional convolution), and
-# every utterance has a new length. fbgemm has no per-shape cost (bench/README.md, "Why static int8
-# was slower than float"). qnnpack where fbgemm is missing (ARM).
+# sends int8 convolutions to oneDNN, which builds a kernel for every new input length, and every
+# utterance has a new length; fbgemm has no per-shape cost (the timings: bench/README.md, "Why
+# static int8 was slower than float"). qnnpack where fbgemm is missing (ARM).
 ENGINE = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
 POSITIONAL_CONV = "wav2vec2.encoder.pos_conv_embed.conv"
 FIRST_CONV = "wav2vec2.feature_extractor.conv_layers.0.conv"
