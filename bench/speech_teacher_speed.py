@@ -35,7 +35,8 @@ PREVIOUS = (1, False, 4, 12.0)  # threads, bf16, utterances, seconds: the 50-min
 def batches(batch_size: int, seconds: float, count: int) -> list[dict]:
     """The first `count` training batches of the teacher config's corpus at this batch size."""
     data = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
-    datamodule = SpeechDataModule(**data | {"batch_size": batch_size, "max_batch_seconds": seconds})
+    batching = data.get("batching", {}) | {"max_batch_seconds": seconds}
+    datamodule = SpeechDataModule(**data | {"batch_size": batch_size, "batching": batching})
     datamodule.prepare_data()
     datamodule.setup("fit")
     return list(itertools.islice(iter(datamodule.train_dataloader()), count))

@@ -55,8 +55,8 @@ def cli_env(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_speech_env(tmp_path_factory) -> dict:
     """``cli_env`` for a whole session, its cache holding a tiny synthesized speech corpus that
-    ``--data.num_train_sentences=12 --data.num_val_sentences=4 --data.num_test_sentences=4``
-    selects (seconds to make; the default corpus takes minutes), with one and with two training
+    ``--data.corpus.num_train_sentences=12 --data.corpus.num_val_sentences=4
+    --data.corpus.num_test_sentences=4`` selects (seconds to make; the default corpus takes minutes), with one and with two training
     readings per sentence (the speech configs ask for two)."""
     from datamodules.speech.tts_corpus import TtsCorpusConfig, generate_tts_corpus
 

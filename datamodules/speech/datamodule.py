@@ -1,6 +1,6 @@
 """`SpeechDataModule`: speech and transcripts for wav2vec2 CTC training and distillation.
 
-    casebook fit --config configs/speech_teacher.yaml --data.source=tts --data.num_train_sentences=500
+    casebook fit --config configs/speech_teacher.yaml --data.source=tts --data.corpus.num_train_sentences=500
 
 Sources (`--data.source`):
 - `tts` (default): an everyday-English corpus synthesized by eSpeak NG on first use and cached
@@ -18,6 +18,7 @@ Batches are dicts: `input_values` (B, T) float, `attention_mask` (B, T), `labels
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.resume import ResumableDataLoader
 from datamodules.speech.augment import NoiseColor, WaveformAugment
 from datamodules.speech.batching import DurationBatchSampler, EpochSampler
@@ -59,6 +61,137 @@ _STAGE_SPLITS = {
 }
 
 
+LibriSpeechSubset = Literal[
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
+]
+
+
+@dataclass(frozen=True)
+class SynthesizedCorpus:
+    """The `tts` source's eSpeak NG corpus (`--data.corpus.*`); every field is part of its cache key.
+
+    Args:
+        num_train_sentences: Distinct training sentences.
+        num_val_sentences: Distinct validation sentences (one reading each).
+        num_test_sentences: Distinct test sentences (one reading each).
+        train_readings_per_sentence: Distinct training voices reading each train sentence.
+        accents: eSpeak English accents to draw from; None: all eight shipped.
+        train_voices: eSpeak voice variants (speakers) for training; None: the built-in list.
+        val_voices: Validation speakers, disjoint from the others; None: the built-in list.
+        test_voices: Test speakers, never heard in training or validation; None: the built-in list.
+        speaking_rate_wpm: Speaking rate range in words per minute.
+        pitch: eSpeak pitch range (0-100; 50 is the voice's own).
+        seed: Seed of the sentences and voice choices.
+    """
+
+    num_train_sentences: int = 4000
+    num_val_sentences: int = 200
+    num_test_sentences: int = 200
+    train_readings_per_sentence: int = 1
+    accents: list[str] | None = None
+    train_voices: list[str] | None = None
+    val_voices: list[str] | None = None
+    test_voices: list[str] | None = None
+    speaking_rate_wpm: tuple[int, int] = (140, 200)
+    pitch: tuple[int, int] = (30, 70)
+    seed: int = 0
+
+    def tts_config(self, sample_rate: int) -> TtsCorpusConfig:
+        """What `generate_tts_corpus` reads, the built-in voices and accents filled in."""
+        return TtsCorpusConfig(
+            num_train_sentences=self.num_train_sentences,
+            num_val_sentences=self.num_val_sentences,
+            num_test_sentences=self.num_test_sentences,
+            train_readings_per_sentence=self.train_readings_per_sentence,
+            accents=tuple(self.accents or ACCENTS),
+            train_voices=tuple(self.train_voices or TRAIN_VOICES),
+            val_voices=tuple(self.val_voices or VAL_VOICES),
+            test_voices=tuple(self.test_voices or TEST_VOICES),
+            rate_wpm=tuple(self.speaking_rate_wpm),
+            pitch=tuple(self.pitch),
+            seed=self.seed,
+            sample_rate=sample_rate,
+        )
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Waveform augmentation of the training split (`--data.augmentation.*`): noise, then
+    frequency masks, then time masks, each with its own probability.
+
+    Args:
+        noise_snr_db: (low, high) SNR range in dB of added noise; None: no noise.
+        noise_prob: Probability an utterance gets noise.
+        noise_color: `white` or `pink` noise.
+        noise_on_eval: Also add noise to val and test, the same noise every epoch.
+        freq_mask_prob: Probability an utterance gets frequency masks (zeroed bands).
+        freq_mask_count: Frequency masks per masked utterance.
+        freq_mask_max_hz: Widest frequency mask in Hz.
+        time_mask_prob: Probability an utterance gets time masks (zeroed spans); wav2vec2's own
+            `--model.mask_time_prob` is the model-side alternative.
+        time_mask_count: Time masks per masked utterance.
+        time_mask_max_ms: Longest time mask in milliseconds.
+    """
+
+    noise_snr_db: tuple[float, float] | None = None
+    noise_prob: float = 1.0
+    noise_color: NoiseColor = "white"
+    noise_on_eval: bool = False
+    freq_mask_prob: float = 0.0
+    freq_mask_count: int = 1
+    freq_mask_max_hz: float = 600.0
+    time_mask_prob: float = 0.0
+    time_mask_count: int = 2
+    time_mask_max_ms: float = 80.0
+
+    def train_augment(self, sample_rate: int) -> WaveformAugment:
+        """Everything, for the training split."""
+        return WaveformAugment(
+            sample_rate=sample_rate,
+            noise_snr_db=tuple(self.noise_snr_db) if self.noise_snr_db is not None else None,
+            noise_prob=self.noise_prob,
+            noise_color=self.noise_color,
+            freq_mask_prob=self.freq_mask_prob,
+            freq_mask_count=self.freq_mask_count,
+            freq_mask_max_hz=self.freq_mask_max_hz,
+            time_mask_prob=self.time_mask_prob,
+            time_mask_count=self.time_mask_count,
+            time_mask_max_ms=self.time_mask_max_ms,
+        )
+
+    def eval_augment(self, sample_rate: int) -> WaveformAugment | None:
+        """Noise only (masking is a training regularizer), when `noise_on_eval`; else None."""
+        if not self.noise_on_eval or self.noise_snr_db is None:
+            return None
+        return WaveformAugment(
+            sample_rate=sample_rate,
+            noise_snr_db=tuple(self.noise_snr_db),
+            noise_prob=self.noise_prob,
+            noise_color=self.noise_color,
+        )
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How utterances are grouped into batches beyond `batch_size` (`--data.batching.*`).
+
+    Args:
+        max_batch_seconds: Most padded seconds per batch (items x longest); None: no limit.
+        shortest_first_epochs: The first training epochs go from the shortest utterance to the
+            longest (SortaGrad, Amodei et al. 2016), not shuffled: short, easy alignments first
+            shorten CTC's all-blank plateau.
+    """
+
+    max_batch_seconds: float | None = 160.0
+    shortest_first_epochs: int = 0
+
+
 class SpeechDataModule(L.LightningDataModule):
     """Speech for wav2vec2 CTC: a synthesized, a manifest or a LibriSpeech corpus."""
 
@@ -69,37 +202,17 @@ class SpeechDataModule(L.LightningDataModule):
         val_manifest: str | None = None,
         test_manifest: str | None = None,
         librispeech_root: str | None = None,
+        librispeech_train: LibriSpeechSubset = "train-clean-100",
+        librispeech_val: LibriSpeechSubset = "dev-clean",
+        librispeech_test: LibriSpeechSubset = "test-clean",
         audio_dir: str | None = None,
         labeled: bool = True,
-        librispeech_train: str = "train-clean-100",
-        librispeech_val: str = "dev-clean",
-        librispeech_test: str = "test-clean",
         cache_dir: str | None = None,
-        num_train_sentences: int = 4000,
-        num_val_sentences: int = 200,
-        num_test_sentences: int = 200,
-        train_readings_per_sentence: int = 1,
-        accents: list[str] | None = None,
-        train_voices: list[str] | None = None,
-        val_voices: list[str] | None = None,
-        test_voices: list[str] | None = None,
-        speaking_rate_wpm: tuple[int, int] = (140, 200),
-        pitch: tuple[int, int] = (30, 70),
-        corpus_seed: int = 0,
+        corpus: SynthesizedCorpus = SynthesizedCorpus(),
+        augmentation: Augmentation = Augmentation(),
         batch_size: int = 16,
-        max_batch_seconds: float | None = 160.0,
+        batching: Batching = Batching(),
         num_workers: int = 0,
-        shortest_first_epochs: int = 0,
-        time_mask_prob: float = 0.0,
-        time_mask_count: int = 2,
-        time_mask_max_ms: float = 80.0,
-        freq_mask_prob: float = 0.0,
-        freq_mask_count: int = 1,
-        freq_mask_max_hz: float = 600.0,
-        noise_snr_db: tuple[float, float] | None = None,
-        noise_prob: float = 1.0,
-        noise_color: NoiseColor = "white",
-        noise_on_eval: bool = False,
         on_bad_input: OnBadInput = "error",
         letter_case: LetterCase = "upper",
         seed: int = 0,
@@ -113,42 +226,19 @@ class SpeechDataModule(L.LightningDataModule):
             val_manifest: `manifest` source: validation JSONL.
             test_manifest: `manifest` source: test JSONL.
             librispeech_root: `librispeech` source: folder holding the subset folders.
+            librispeech_train: LibriSpeech subset for training.
+            librispeech_val: LibriSpeech subset for validation.
+            librispeech_test: LibriSpeech subset for testing.
             audio_dir: `folder` source: unlabeled .wav/.flac files, dealt into train, val and
                 test (90/5/5) by a hash of each path; needs `labeled: false`.
             labeled: false for self-supervised pre-training: transcripts are optional and not
                 checked (a manifest may lack `text`), batches carry empty labels.
-            librispeech_train: LibriSpeech subset for training.
-            librispeech_val: LibriSpeech subset for validation.
-            librispeech_test: LibriSpeech subset for testing.
             cache_dir: where the tts corpus is generated; default `$CASEBOOK_CACHE` or `.cache/casebook`.
-            num_train_sentences: tts: distinct training sentences.
-            num_val_sentences: tts: distinct validation sentences (one reading each).
-            num_test_sentences: tts: distinct test sentences (one reading each).
-            train_readings_per_sentence: tts: distinct training voices reading each train sentence.
-            accents: tts: eSpeak English accents to draw from; default all eight shipped.
-            train_voices: tts: eSpeak voice variants (speakers) for training; default built-in list.
-            val_voices: tts: validation speakers, disjoint from the others.
-            test_voices: tts: test speakers, never heard in training or validation.
-            speaking_rate_wpm: tts: speaking rate range in words per minute.
-            pitch: tts: eSpeak pitch range (0-100; 50 is the voice's own).
-            corpus_seed: tts: seed of the sentences and voice choices (part of the cache key).
+            corpus: `tts` source: sentences, voices and prosody of the synthesized corpus.
+            augmentation: training-time noise and time/frequency masks.
             batch_size: most utterances per batch.
-            max_batch_seconds: most padded seconds per batch (items x longest); None: no limit.
+            batching: padded-seconds cap and shortest-first epochs.
             num_workers: DataLoader worker processes.
-            shortest_first_epochs: the first training epochs go from the shortest utterance to
-                the longest (SortaGrad, Amodei et al. 2016), not shuffled: short, easy alignments
-                first shorten CTC's all-blank plateau.
-            time_mask_prob: train: probability an utterance gets time masks (zeroed spans);
-                wav2vec2's own `mask_time_prob` is the model-side alternative.
-            time_mask_count: train: time masks per masked utterance.
-            time_mask_max_ms: train: longest time mask in milliseconds.
-            freq_mask_prob: train: probability an utterance gets frequency masks (zeroed bands).
-            freq_mask_count: train: frequency masks per masked utterance.
-            freq_mask_max_hz: train: widest frequency mask in Hz.
-            noise_snr_db: (low, high) SNR range in dB of added Gaussian noise; None: no noise.
-            noise_prob: probability an utterance gets noise.
-            noise_color: `white` or `pink` noise.
-            noise_on_eval: also add noise to val and test, the same noise every epoch.
             on_bad_input: `error` stops at the first bad utterance; `skip` drops and counts them.
             letter_case: case of the letters in the vocabulary (`upper` as wav2vec2-base-960h).
             seed: seed of batch shuffling and augmentation.
@@ -156,39 +246,18 @@ class SpeechDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
         self.source = source
         self.sample_rate = sample_rate
         self.letter_case = letter_case
+        self.batching = from_plain(batching, Batching)
+        self.augmentation = from_plain(augmentation, Augmentation)
         self.processor = build_processor(letter_case, sample_rate)
         self.vocab_size: int = len(self.processor.tokenizer)
         self.pad_token_id: int = self.processor.tokenizer.pad_token_id
         self.policy = BadInputPolicy(on_bad_input)
-        self.augment = WaveformAugment(
-            sample_rate=sample_rate,
-            noise_snr_db=tuple(noise_snr_db) if noise_snr_db is not None else None,
-            noise_prob=noise_prob,
-            noise_color=noise_color,
-            freq_mask_prob=freq_mask_prob,
-            freq_mask_count=freq_mask_count,
-            freq_mask_max_hz=freq_mask_max_hz,
-            time_mask_prob=time_mask_prob,
-            time_mask_count=time_mask_count,
-            time_mask_max_ms=time_mask_max_ms,
-        )
-        self.tts_config = TtsCorpusConfig(
-            num_train_sentences=num_train_sentences,
-            num_val_sentences=num_val_sentences,
-            num_test_sentences=num_test_sentences,
-            train_readings_per_sentence=train_readings_per_sentence,
-            accents=tuple(accents or ACCENTS),
-            train_voices=tuple(train_voices or TRAIN_VOICES),
-            val_voices=tuple(val_voices or VAL_VOICES),
-            test_voices=tuple(test_voices or TEST_VOICES),
-            rate_wpm=tuple(speaking_rate_wpm),
-            pitch=tuple(pitch),
-            seed=corpus_seed,
-            sample_rate=sample_rate,
-        )
+        self.augment = self.augmentation.train_augment(sample_rate)
+        self.tts_config = from_plain(corpus, SynthesizedCorpus).tts_config(sample_rate)
         self.corpus: TtsCorpus | None = None
         self.datasets: dict[str, SpeechDataset] = {}
         self._collator = SpeechCollator(self.processor, sample_rate)
@@ -252,18 +321,10 @@ class SpeechDataModule(L.LightningDataModule):
         )
         if not utterances:
             raise ValueError(f"the {split} split has no usable utterances")
-        noisy_eval = self.hparams.noise_on_eval and self.augment.noise_snr_db is not None
         if split == "train":
             augment = self.augment
-        elif noisy_eval:  # noise only: masking is a training regularizer
-            augment = WaveformAugment(
-                sample_rate=self.sample_rate,
-                noise_snr_db=self.augment.noise_snr_db,
-                noise_prob=self.augment.noise_prob,
-                noise_color=self.augment.noise_color,
-            )
         else:
-            augment = None
+            augment = self.augmentation.eval_augment(self.sample_rate)
         return SpeechDataset(
             utterances,
             split,
@@ -332,10 +393,10 @@ class SpeechDataModule(L.LightningDataModule):
             EpochSampler(dataset),
             self.hparams.batch_size,
             durations=dataset.durations,
-            max_batch_seconds=self.hparams.max_batch_seconds,
+            max_batch_seconds=self.batching.max_batch_seconds,
             shuffle=split == "train",
             seed=self.hparams.seed,
-            shortest_first_epochs=self.hparams.shortest_first_epochs,
+            shortest_first_epochs=self.batching.shortest_first_epochs,
         )
         # Training resumes mid-epoch (`--ckpt_path last`) with the batches it had not reached.
         # Every loader seeds its workers from a generator of its own, not the global one: a

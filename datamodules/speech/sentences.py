@@ -36,7 +36,7 @@ def everyday_sentences(count: int, seed: int = 0) -> list[str]:
     if count > len(sentences):
         raise DataError(
             f"{SENTENCES_FILE.name}: holds {len(sentences)} sentences, {count} were asked for: "
-            "ask for fewer (--data.num_train_sentences ...) or bring a manifest "
+            "ask for fewer (--data.corpus.num_train_sentences ...) or bring a manifest "
             "(--data.source=manifest)"
         )
     if seed == 0:

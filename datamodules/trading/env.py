@@ -35,14 +35,14 @@ REWARDS: tuple[str, ...] = get_args(Reward)
 EXECUTIONS: tuple[str, ...] = get_args(Execution)
 
 
-def num_actions_for(action_mode: str) -> int:
+def num_actions_for(action_mode: ActionMode) -> int:
     """3 (short/flat/long), 2 (flat/long), or 1 (a continuous position)."""
     if action_mode not in ACTION_MODES:
         raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
     return {"discrete": 3, "long_only": 2, "continuous": 1}[action_mode]
 
 
-def positions_from_actions(action: Tensor, action_mode: str) -> Tensor:
+def positions_from_actions(action: Tensor, action_mode: ActionMode) -> Tensor:
     """discrete: ints 0,1,2 -> -1,0,1; long_only: ints 0,1 -> 0,1; continuous: clamp to [-1, 1].
 
     Out-of-range ints are clamped rather than checked: a check would synchronize with the GPU.
@@ -60,7 +60,7 @@ def net_log_returns(
     next_gap: Tensor,
     next_intraday: Tensor,
     cost_bps: float,
-    execution: str = "next_open",
+    execution: Execution = "next_open",
 ) -> Tensor:
     """Net log return of holding `position` over the next bar (see the module docstring).
 
@@ -152,7 +152,7 @@ def simulate(
     positions: Tensor,
     asset: BacktestAsset,
     cost_bps: float = 5.0,
-    execution: str = "next_open",
+    execution: Execution = "next_open",
     initial_position: float = 0.0,
 ) -> Tensor:
     """Per-day net log returns of a deterministic backtest.
@@ -194,10 +194,10 @@ class BatchedTradingEnv:
         *,
         window: int,
         num_envs: int = 64,
-        action_mode: str = "discrete",
+        action_mode: ActionMode = "discrete",
         cost_bps: float = 5.0,
-        reward: str = "log_return",
-        execution: str = "next_open",
+        reward: Reward = "log_return",
+        execution: Execution = "next_open",
         dsr_eta: float = 0.01,
         dsr_initial_variance: float = 1e-4,
         observation_bound: float = 10.0,

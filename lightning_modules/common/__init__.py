@@ -4,8 +4,10 @@ switches")."""
 
 from lightning_modules.common.layers import Init, Norm, init_weights, make_norm
 from lightning_modules.common.optim import (
+    Optimization,
     Schedule,
     build_scheduler,
+    configure_adamw,
     decay_groups,
     lr_multiplier,
     time_budget_used,
@@ -14,8 +16,10 @@ from lightning_modules.common.optim import (
 __all__ = [
     "Init",
     "Norm",
+    "Optimization",
     "Schedule",
     "build_scheduler",
+    "configure_adamw",
     "decay_groups",
     "init_weights",
     "lr_multiplier",

@@ -1,7 +1,11 @@
 """Weight-decay parameter groups and learning-rate schedules, one implementation for every task.
 
-    optimizer = torch.optim.AdamW(decay_groups(model.parameters(), weight_decay=0.01), lr=1e-3)
-    scheduler = build_scheduler(optimizer, "flat_cosine", total_steps, warmup_steps=100)
+    def configure_optimizers(self):  # every casebook LightningModule
+        return configure_adamw(self, self.parameters(), Optimization.of(self.hparams))
+
+`Optimization` holds the options every module shares, under the names `--model.*` gives them
+(`lr`, `weight_decay`, `warmup_steps`, `lr_schedule`); `configure_adamw` builds AdamW over
+`decay_groups` and the per-step `build_scheduler` from it.
 
 Schedules (`Schedule`), each after an optional linear warm-up from lr/warmup to lr:
 - constant: lr;
@@ -24,7 +28,8 @@ it, where torch's schedulers fail on a group they have not seen.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -148,3 +153,72 @@ def decay_groups(
         {"params": others, "weight_decay": 0.0, **options},
     ]
     return [group for group in groups if group["params"]]
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """AdamW and its learning-rate schedule: the options every module shares, under the names
+    of the modules' own `--model.*` options.
+
+    Args:
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay of weight matrices and kernels (not of biases,
+            norms or scalars).
+        warmup_steps: Linear warm-up optimizer steps before the schedule.
+        lr_schedule: The rate after warm-up (see `lr_multiplier`).
+        eps: AdamW's epsilon (PPO uses 1e-5, as CleanRL and SB3 do).
+    """
+
+    lr: float
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: Schedule = "linear"
+    eps: float = 1e-8
+
+    @classmethod
+    def of(cls, hparams: Mapping) -> Optimization:
+        """The fields a module's hyper-parameters hold (`self.hparams`); the others default."""
+        return cls(**{f.name: hparams[f.name] for f in fields(cls) if f.name in hparams})
+
+
+def configure_adamw(
+    module,
+    parameters: Iterable[torch.nn.Parameter] | Iterable[dict],
+    optimization: Optimization,
+    scheduled: bool = True,
+    **adamw_options,
+) -> dict | None:
+    """What `configure_optimizers` returns: AdamW over `decay_groups` and, when `scheduled`, the
+    per-step `build_scheduler` of `optimization.lr_schedule` over the run's
+    `estimated_stepping_batches` (its time budget when `--trainer.max_time` is its only limit).
+
+    `parameters`: parameters, or group dicts (`params` and, to override `optimization`, `lr` or
+    `weight_decay`), each split into decay groups. `scheduled` False: the optimizer alone (PPO's
+    manual optimization sets its own rate). `adamw_options`: e.g. `fused=True`.
+    None when nothing is trained (Lightning then runs its loops without an optimizer)."""
+    parameters = list(parameters)
+    if parameters and not isinstance(parameters[0], dict):
+        parameters = [{"params": parameters}]
+    groups = [
+        group
+        for spec in parameters
+        for group in decay_groups(
+            spec["params"],
+            spec.get("weight_decay", optimization.weight_decay),
+            lr=spec.get("lr", optimization.lr),
+        )
+    ]
+    if not groups:
+        return None
+    optimizer = torch.optim.AdamW(groups, lr=optimization.lr, eps=optimization.eps, **adamw_options)
+    if not scheduled:
+        return {"optimizer": optimizer}
+    trainer = module.trainer
+    scheduler = build_scheduler(
+        optimizer,
+        optimization.lr_schedule,
+        trainer.estimated_stepping_batches,
+        optimization.warmup_steps,
+        lambda: time_budget_used(trainer),
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -34,7 +34,7 @@ from casebook.common.figures import log_figure
 from casebook.common.tables import log_table
 from datamodules.hparams import load_checkpoint
 from datamodules.speech.text import build_processor
-from lightning_modules.common import Schedule, build_scheduler, decay_groups, time_budget_used
+from lightning_modules.common import Optimization, configure_adamw
 from lightning_modules.speech.beam_search import (
     BeamSearchConfig,
     BeamSearchEvaluation,
@@ -129,26 +129,6 @@ def default_processor(source: str | None = None) -> Wav2Vec2Processor:
         except (OSError, ValueError, TypeError):
             pass
     return build_processor()
-
-
-def adamw_with_warmup(
-    module: L.LightningModule,
-    parameters,
-    learning_rate: float,
-    weight_decay: float,
-    warmup_steps: int,
-    schedule: Schedule = "linear",
-) -> dict:
-    """AdamW (no decay on biases and norms; frozen parameters left out, for BackboneFinetuning)
-    with linear warmup then, by default, linear decay to zero over the run (the wav2vec2
-    fine-tuning schedule of Baevski et al. 2020 and the HF CTC examples), stepped every
-    optimizer step; a run limited by `--trainer.max_time` decays over its time budget."""
-    optimizer = torch.optim.AdamW(decay_groups(parameters, weight_decay), lr=learning_rate)
-    total = module.trainer.estimated_stepping_batches
-    scheduler = build_scheduler(
-        optimizer, schedule, total, warmup_steps, lambda: time_budget_used(module.trainer)
-    )
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def export_pretrained(
@@ -391,15 +371,9 @@ class CTCSpeechModule(L.LightningModule):
         return self.recognizer.parameters()
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return adamw_with_warmup(
-            self,
-            self.trained_parameters(),
-            hp.learning_rate,
-            hp.weight_decay,
-            hp.warmup_steps,
-            hp.lr_schedule,
-        )
+        # Frozen parameters (BackboneFinetuning's) are left out; the default linear schedule is
+        # the wav2vec2 fine-tuning one (Baevski et al. 2020, the HF CTC examples).
+        return configure_adamw(self, self.trained_parameters(), Optimization.of(self.hparams))
 
     def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
         """Write the recognizer (this module's weights, or a checkpoint's, read with

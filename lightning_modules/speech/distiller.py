@@ -175,7 +175,7 @@ class Wav2Vec2Distiller(CTCSpeechModule):
         hidden_layer_pairs: list[tuple[int, int]] | None = None,
         mask_time_prob: float = 0.0,
         mask_feature_prob: float = 0.0,
-        learning_rate: float = 1e-3,
+        lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 50,
         lr_schedule: Schedule = "linear",
@@ -207,7 +207,7 @@ class Wav2Vec2Distiller(CTCSpeechModule):
                 (the teacher always sees the clean input).
             mask_feature_prob: SpecAugment channel (frequency) masking of the student's features
                 in training, likewise.
-            learning_rate: AdamW peak learning rate.
+            lr: AdamW peak learning rate.
             weight_decay: AdamW weight decay of weight matrices and kernels (not biases or norms).
             warmup_steps: linear warmup steps before the schedule.
             lr_schedule: after warm-up: linear (to zero at the last step), constant, cosine,

@@ -39,9 +39,8 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     _sample_negative_indices,
 )
 
-from lightning_modules.common import Schedule, time_budget_used
+from lightning_modules.common import Optimization, Schedule, configure_adamw, time_budget_used
 from lightning_modules.speech.ctc import (
-    adamw_with_warmup,
     datamodule_processor,
     default_processor,
     export_pretrained,
@@ -96,7 +95,7 @@ class Wav2Vec2Pretrainer(L.LightningModule):
         mask_time_prob: float = 0.65,
         mask_time_length: int = 10,
         gumbel_temperature: tuple[float, float] = (2.0, 0.5),
-        learning_rate: float = 1e-3,
+        lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 300,
         lr_schedule: Schedule = "cosine",
@@ -129,7 +128,7 @@ class Wav2Vec2Pretrainer(L.LightningModule):
             mask_time_length: frames per masked span.
             gumbel_temperature: (start, end) of the quantizer's Gumbel-softmax temperature,
                 annealed geometrically over the run.
-            learning_rate: AdamW peak learning rate.
+            lr: AdamW peak learning rate.
             weight_decay: AdamW weight decay of weight matrices and kernels.
             warmup_steps: linear warm-up steps before the schedule.
             lr_schedule: after warm-up: linear, constant, cosine, flat_cosine or one_cycle.
@@ -265,15 +264,7 @@ class Wav2Vec2Pretrainer(L.LightningModule):
         self._log(self.model_step(batch), "test", len(batch["ids"]))
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return adamw_with_warmup(
-            self,
-            self.model.parameters(),
-            hp.learning_rate,
-            hp.weight_decay,
-            hp.warmup_steps,
-            hp.lr_schedule,
-        )
+        return configure_adamw(self, self.model.parameters(), Optimization.of(self.hparams))
 
     def export(self, directory: str | Path, checkpoint_path: str | Path | None = None) -> Path:
         """`save_pretrained` the model (this module's weights, or a checkpoint's, read with

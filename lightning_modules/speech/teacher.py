@@ -60,7 +60,7 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
         mask_feature_prob: float = 0.0,
         mask_feature_length: int = 10,
         init: Init = "default",
-        learning_rate: float = 2e-3,
+        lr: float = 2e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         lr_schedule: Schedule = "linear",
@@ -96,7 +96,7 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
             mask_feature_length: channels per feature mask.
             init: from scratch: default (wav2vec2's own), orthogonal, xavier or kaiming for every
                 Linear and convolution (the weight-normalized positional convolution keeps its own).
-            learning_rate: AdamW peak learning rate.
+            lr: AdamW peak learning rate.
             weight_decay: AdamW weight decay of weight matrices and kernels (not biases or norms).
             warmup_steps: linear warmup steps before the schedule.
             lr_schedule: after warm-up: linear (to zero at the last step), constant, cosine,

@@ -21,14 +21,20 @@ episode may end, without asking the device whether one did.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.trading.env import ActionMode
-from lightning_modules.common import Schedule, decay_groups, lr_multiplier, time_budget_used
+from lightning_modules.common import (
+    Optimization,
+    Schedule,
+    configure_adamw,
+    lr_multiplier,
+    time_budget_used,
+)
 from lightning_modules.trading.evaluation import BacktestConfig
 from lightning_modules.trading.policy import TemporalConvPolicy
 from lightning_modules.trading.trader import PolicyFactory, TradingAgent, explained_variance
@@ -171,11 +177,15 @@ class PPOTrader(TradingAgent):
         highway = list(self.policy.highway_parameters())
         chosen = {id(p) for p in highway}
         deep = [p for p in self.parameters() if id(p) not in chosen]
-        groups = decay_groups(deep, hp.weight_decay, lr=hp.lr * hp.deep_lr_ratio)
-        if highway:
-            groups.append({"params": highway, "weight_decay": 0.0, "lr": hp.lr})
+        optimization = replace(Optimization.of(hp), eps=1e-5)  # CleanRL's eps
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        return torch.optim.AdamW(groups, lr=hp.lr, eps=1e-5, **fused)
+        deep_groups = [{"params": deep, "lr": hp.lr * hp.deep_lr_ratio}]
+        # No scheduler: manual optimization sets the rate each iteration (set_learning_rate).
+        configured = configure_adamw(self, deep_groups, optimization, scheduled=False, **fused)
+        optimizer = configured["optimizer"]
+        if highway:  # one group, never decayed
+            optimizer.add_param_group({"params": highway, "weight_decay": 0.0, "lr": hp.lr})
+        return optimizer
 
     def on_fit_start(self) -> None:
         self.data.train_env.to(self.device)

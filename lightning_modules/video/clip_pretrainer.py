@@ -29,11 +29,10 @@ from torch import Tensor
 from datamodules.hparams import from_plain, plain_hyperparameters
 from lightning_modules.common import (
     Init,
+    Optimization,
     Schedule,
-    build_scheduler,
-    decay_groups,
+    configure_adamw,
     init_weights,
-    time_budget_used,
 )
 from lightning_modules.video.augment import cutout, mix_inputs
 from lightning_modules.video.encoders import CHECKPOINT_KEY, ClipEncoders, EncoderConfig
@@ -176,20 +175,7 @@ class ClipPretrainer(L.LightningModule):
         return float(clip_loss(same, same, text_ids, same.new_zeros(())))
 
     def configure_optimizers(self):
-        groups = decay_groups(self.parameters(), self.hparams.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
-        total = self.trainer.estimated_stepping_batches
-        scheduler = build_scheduler(
-            optimizer,
-            self.hparams.lr_schedule,
-            total,
-            self.hparams.warmup_steps,
-            lambda: time_budget_used(self.trainer),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return configure_adamw(self, self.parameters(), Optimization.of(self.hparams))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The encoders' architecture, so `ClipEncoders.load(<this .ckpt>)` needs nothing else.

@@ -35,7 +35,8 @@ VIDEO = [
 ]  # fmt: skip
 # The session's tiny corpus (tiny_speech_env); 4 val utterances: 2 batches, one per rank.
 SPEECH = [
-    "--data.num_train_sentences=12", "--data.num_val_sentences=4", "--data.num_test_sentences=4",
+    "--data.corpus.num_train_sentences=12", "--data.corpus.num_val_sentences=4",
+    "--data.corpus.num_test_sentences=4",
     "--data.batch_size=2", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
 ]  # fmt: skip
 

@@ -234,8 +234,9 @@ SHORT = [
     "--checks.data_batches=2", "--trainer.max_steps=2",
 ]  # fmt: skip
 TINY_SPEECH = [
-    "--data.num_train_sentences=12", "--data.num_val_sentences=4", "--data.num_test_sentences=4",
-    "--data.batch_size=4", "--model.warmup_steps=3", "--model.learning_rate=0.01",
+    "--data.corpus.num_train_sentences=12", "--data.corpus.num_val_sentences=4",
+    "--data.corpus.num_test_sentences=4",
+    "--data.batch_size=4", "--model.warmup_steps=3", "--model.lr=0.01",
 ]  # fmt: skip
 TINY_TEACHER = {
     "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,

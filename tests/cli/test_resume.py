@@ -35,10 +35,11 @@ TINY_VIDEO = [
     "--model.encoder.text_heads=2", "--model.encoder.embed_dim=16", "--model.warmup_steps=2",
 ]  # fmt: skip
 TINY_SPEECH = [
-    "--seed_everything=0", "--data.num_train_sentences=12", "--data.train_readings_per_sentence=1",
-    "--data.num_val_sentences=4",
-    "--data.num_test_sentences=4", "--data.batch_size=4", "--trainer.max_steps=7",
-    "--trainer.val_check_interval=3", "--data.noise_snr_db=[10, 30]", "--model.warmup_steps=2",
+    "--seed_everything=0", "--data.corpus.num_train_sentences=12",
+    "--data.corpus.train_readings_per_sentence=1", "--data.corpus.num_val_sentences=4",
+    "--data.corpus.num_test_sentences=4", "--data.batch_size=4", "--trainer.max_steps=7",
+    "--trainer.val_check_interval=3", "--data.augmentation.noise_snr_db=[10, 30]",
+    "--model.warmup_steps=2",
 ]  # fmt: skip
 TINY_WAV2VEC2 = {
     "hidden_size": 32,

@@ -14,7 +14,8 @@ from casebook.cli import CasebookCLI
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
 SPEECH = [  # the session's tiny corpus (tiny_speech_env)
-    "--data.num_train_sentences=12", "--data.num_val_sentences=4", "--data.num_test_sentences=4",
+    "--data.corpus.num_train_sentences=12", "--data.corpus.num_val_sentences=4",
+    "--data.corpus.num_test_sentences=4",
     "--data.batch_size=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
 ]  # fmt: skip
 TINY_TEACHER = [

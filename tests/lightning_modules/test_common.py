@@ -2,15 +2,19 @@
 weight-decay groups and learning-rate schedules."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 from lightning_modules.common import (
+    Optimization,
     build_scheduler,
+    configure_adamw,
     decay_groups,
     init_weights,
+    lr_multiplier,
     make_norm,
     time_budget_used,
 )
@@ -145,3 +149,56 @@ def test_time_budget_used_reads_lightnings_timer_which_a_resumed_run_restores(mo
     now["t"] += 1000  # a later process
     resumed.on_train_start(SimpleNamespace(callbacks=[resumed]), None)
     assert time_budget_used(SimpleNamespace(callbacks=[resumed])) == pytest.approx(0.25)
+
+
+def steps_module(total_steps: int = 10) -> SimpleNamespace:
+    """What `configure_adamw` reads of a LightningModule: its trainer's step count and callbacks."""
+    return SimpleNamespace(
+        trainer=SimpleNamespace(estimated_stepping_batches=total_steps, callbacks=[])
+    )
+
+
+def test_optimization_takes_the_shared_options_from_a_modules_hyperparameters():
+    hparams = {"lr": 3e-3, "weight_decay": 0.05, "lr_schedule": "cosine", "head": "attend_align"}
+    assert Optimization.of(hparams) == Optimization(
+        lr=3e-3, weight_decay=0.05, lr_schedule="cosine"
+    )
+
+
+def test_configure_adamw_builds_decay_groups_and_a_per_step_schedule():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    optimization = Optimization(lr=1.0, weight_decay=0.1, warmup_steps=2, lr_schedule="cosine")
+    configured = configure_adamw(steps_module(10), model.parameters(), optimization)
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert configured["lr_scheduler"]["interval"] == "step"
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([lr_multiplier("cosine", s, 10, 2) for s in range(10)])
+
+
+def test_configure_adamw_gives_each_group_its_own_rate_and_decay():
+    encoder, head = nn.Linear(4, 4), nn.Linear(4, 2)
+    groups = [{"params": head.parameters()}, {"params": encoder.parameters(), "lr": 0.1}]
+    optimization = Optimization(lr=1.0, weight_decay=0.1)
+    optimizer = configure_adamw(steps_module(), groups, optimization, scheduled=False)["optimizer"]
+    assert [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
+        (1.0, 0.1),  # head weight
+        (1.0, 0.0),  # head bias
+        (0.1, 0.1),  # encoder weight
+        (0.1, 0.0),  # encoder bias
+    ]
+    no_decay = [{"params": head.parameters(), "weight_decay": 0.0}]
+    configured = configure_adamw(steps_module(), no_decay, optimization, scheduled=False)
+    assert all(g["weight_decay"] == 0.0 for g in configured["optimizer"].param_groups)
+    assert "lr_scheduler" not in configured  # scheduled=False: PPO sets its own rate
+
+
+def test_configure_adamw_returns_none_when_nothing_trains():
+    frozen = nn.Linear(4, 4).requires_grad_(False)
+    assert configure_adamw(steps_module(), frozen.parameters(), Optimization(lr=1.0)) is None
+    assert configure_adamw(steps_module(), [], Optimization(lr=1.0)) is None

@@ -14,7 +14,7 @@ def tiny_config() -> TtsCorpusConfig:
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory, tiny_config):
-    """Cache folder holding the tiny corpus; `SpeechDataModule(cache_dir=..., **TINY)` finds it."""
+    """Cache folder holding the tiny corpus; `SpeechDataModule(cache_dir=..., corpus=TINY)` finds it."""
     cache = tmp_path_factory.mktemp("speech-cache")
     generate_tts_corpus(tiny_config, cache)
     return cache
@@ -28,4 +28,4 @@ def tiny_corpus(tiny_cache, tiny_config):
 @pytest.fixture
 def tiny_kwargs(tiny_cache) -> dict:
     """SpeechDataModule arguments that reuse the tiny corpus."""
-    return {"cache_dir": str(tiny_cache), **TINY, "batch_size": 4}
+    return {"cache_dir": str(tiny_cache), "corpus": TINY, "batch_size": 4}

@@ -1,9 +1,18 @@
 import torch
 
-from datamodules.speech import SpeechDataModule
+from datamodules.speech import Augmentation, SpeechDataModule, SynthesizedCorpus
 from datamodules.speech.augment import add_noise, mask_frequency, mask_time
 from datamodules.speech.dataset import load_waveform
 from datamodules.speech.text import build_processor
+
+
+def test_grouped_options_reach_the_corpus_and_checkpoint_as_plain_dicts(tmp_path):
+    corpus = SynthesizedCorpus(num_train_sentences=12, accents=["en-gb"], seed=3)
+    dm = SpeechDataModule(cache_dir=str(tmp_path), corpus=corpus, batching={"max_batch_seconds": 9})
+    assert (dm.tts_config.num_train_sentences, dm.tts_config.seed) == (12, 3)
+    assert dm.tts_config.accents == ("en-gb",) and dm.batching.max_batch_seconds == 9
+    assert dm.hparams["corpus"]["num_train_sentences"] == 12  # weights_only-loadable
+    assert SpeechDataModule(**dm.hparams).tts_config == dm.tts_config  # as a checkpoint rebuilds it
 
 
 def test_vocab_size_and_pad_id_are_known_right_after_init(tmp_path):
@@ -30,7 +39,8 @@ def test_batches_hold_normalized_audio_and_padded_labels(tiny_kwargs):
 
 
 def test_spec_augment_masks_only_training_audio(tiny_kwargs):
-    dm = SpeechDataModule(**tiny_kwargs, time_mask_prob=1.0, freq_mask_prob=1.0, seed=0)
+    masks = {"time_mask_prob": 1.0, "freq_mask_prob": 1.0}
+    dm = SpeechDataModule(**tiny_kwargs, augmentation=masks, seed=0)
     dm.setup("fit")
     train, val = dm.datasets["train"], dm.datasets["val"]
     raw = load_waveform(train.utterances[0].audio_path, 16000)
@@ -51,7 +61,8 @@ def test_time_masks_zero_spans_and_frequency_masks_remove_a_band():
 
 
 def test_eval_noise_is_the_same_every_epoch_only_when_asked(tiny_kwargs):
-    dm = SpeechDataModule(**tiny_kwargs, noise_snr_db=(5.0, 5.0), noise_on_eval=True)
+    noise = Augmentation(noise_snr_db=(5.0, 5.0), noise_on_eval=True)
+    dm = SpeechDataModule(**tiny_kwargs, augmentation=noise)
     dm.setup("validate")
     val = dm.datasets["val"]
     raw = load_waveform(val.utterances[0].audio_path, 16000)

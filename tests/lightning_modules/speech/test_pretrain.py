@@ -105,8 +105,8 @@ def test_pretrain_config_fits_exports_and_the_teacher_fine_tunes_from_it(
     repo = Path(__file__).resolve().parents[3]
     env = cli_env | {"CASEBOOK_CACHE": str(tiny_cache), "OMP_NUM_THREADS": "1"}
     tiny = [
-        "--data.num_train_sentences=12", "--data.num_val_sentences=4",
-        "--data.num_test_sentences=4", "--data.batch_size=4", "--trainer.max_steps=3",
+        "--data.corpus.num_train_sentences=12", "--data.corpus.num_val_sentences=4",
+        "--data.corpus.num_test_sentences=4", "--data.batch_size=4", "--trainer.max_steps=3",
         "--trainer.max_time=null", "--trainer.val_check_interval=3",
         "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
         "--config", str(repo / "configs/presets/csv.yaml"),

@@ -13,9 +13,9 @@ from casebook.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
 TINY_DATA = [
-    "--data.num_train_sentences=12",
-    "--data.num_val_sentences=4",
-    "--data.num_test_sentences=4",
+    "--data.corpus.num_train_sentences=12",
+    "--data.corpus.num_val_sentences=4",
+    "--data.corpus.num_test_sentences=4",
     "--data.batch_size=4",
     "--trainer.max_steps=2",
     "--trainer.val_check_interval=2",

@@ -10,7 +10,6 @@ from lightning.pytorch.callbacks import BackboneFinetuning, Callback, EMAWeightA
 
 from lightning_modules.common import lr_multiplier
 from lightning_modules.speech import Wav2Vec2CTCRecipe, Wav2Vec2Distiller
-from lightning_modules.speech.ctc import adamw_with_warmup
 
 
 @pytest.fixture
@@ -50,9 +49,9 @@ def test_init_scheme_reinitializes_the_linear_layers(teacher):
 
 
 def test_weight_decay_skips_biases_and_norms(teacher):
-    model = teacher()
-    model.trainer = SimpleNamespace(estimated_stepping_batches=10)
-    optimizer = adamw_with_warmup(model, model.model.parameters(), 1e-3, 0.1, 0)["optimizer"]
+    model = teacher(weight_decay=0.1)
+    model.trainer = SimpleNamespace(estimated_stepping_batches=10, callbacks=[])
+    optimizer = model.configure_optimizers()["optimizer"]
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     norm_scale = model.model.wav2vec2.encoder.layer_norm.weight
@@ -70,7 +69,7 @@ class LearningRates(Callback):
 def test_lr_schedule_drives_the_optimizer_every_step(teacher, tiny_datamodule, fit):
     rates = LearningRates()
     fit(
-        teacher(learning_rate=1e-3, lr_schedule="cosine", warmup_steps=1),
+        teacher(lr=1e-3, lr_schedule="cosine", warmup_steps=1),
         tiny_datamodule,
         [rates],
         limit_train_batches=3,
