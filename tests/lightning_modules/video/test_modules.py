@@ -130,10 +130,16 @@ class RecordEncoderMode(L.Callback):
         self.modes.append((encoders, module.head.training))
 
 
-def test_frozen_encoders_stay_fixed_and_in_eval_mode_through_fit(align_data, aligner, fit):
-    """Through Lightning's own loop, validation included: frozen encoders in eval mode on every
-    step (no dropout, batch-norm statistics untouched), the head in train mode."""
-    module = aligner("similarity", freeze_encoders=True)
+def test_frozen_encoders_stay_fixed_and_in_eval_mode_through_fit(
+    align_data, aligner, fit, tiny_encoder, data_links, tmp_path
+):
+    """Through Lightning's own loop, validation included: frozen pretrained encoders in eval mode
+    on every step (no dropout, batch-norm statistics untouched), the head in train mode. (Fresh
+    encoders always train: freezing random ones would mean nothing.)"""
+    links = {k: data_links[k] for k in ("vocab_size", "pad_token_id", "feature_dim")}
+    pretrained = ClipEncoders.build(tiny_encoder, **links).save(tmp_path / "encoders")
+    module = aligner("similarity", freeze_encoders=True, pretrained=str(pretrained))
+    assert module.frozen
     before = {k: v.clone() for k, v in module.encoders.state_dict().items()}
     recorder = RecordEncoderMode()
     # one training batch per epoch: validation between the steps
