@@ -19,7 +19,11 @@ distiller's `--model.teacher` reads.
 
 from __future__ import annotations
 
-from torch import nn
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
 from transformers import Wav2Vec2ForCTC
 
 from datamodules.hparams import from_plain, plain_hyperparameters
@@ -60,6 +64,7 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
         mask_feature_prob: float = 0.0,
         mask_feature_length: int = 10,
         init: Init = "default",
+        feature_init: Literal["default", "filterbank"] = "default",
         lr: float = 2e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -96,6 +101,9 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
             mask_feature_length: channels per feature mask.
             init: from scratch: default (wav2vec2's own), orthogonal, xavier or kaiming for every
                 Linear and convolution (the weight-normalized positional convolution keeps its own).
+            feature_init: from scratch: default, or filterbank: the first convolution starts as
+                Hann-windowed cosine and sine pairs at mel-spaced frequencies (an STFT-like
+                filterbank), which leaves CTC's all-blank plateau sooner (configs/demo/speech.yaml).
             lr: AdamW peak learning rate.
             weight_decay: AdamW weight decay of weight matrices and kernels (not biases or norms).
             warmup_steps: linear warmup steps before the schedule.
@@ -157,6 +165,9 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
             )
             self.model = Wav2Vec2ForCTC(config)
             init_weights(self.model, init)
+            if feature_init == "filterbank":
+                first = self.model.wav2vec2.feature_extractor.conv_layers[0].conv
+                mel_filterbank_(first.weight, sample_rate=16000)  # wav2vec2's input rate
         self.init_ctc(worst_utterances, beam_search, pretrained)
 
     @property
@@ -179,3 +190,27 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
     def expected_initial_loss(self, batch: dict) -> float:
         """For `casebook doctor`: the CTC loss of uniform outputs on this batch."""
         return uniform_ctc_loss(self.model, batch)
+
+
+def mel_filterbank_(weight: Tensor, sample_rate: int, lowest_hz: float = 60.0) -> Tensor:
+    """Fill a (channels, 1, kernel) convolution weight in place with Hann-windowed cosine and sine
+    pairs (channels 2i, 2i+1) at frequencies evenly spaced on the mel scale from `lowest_hz` to
+    0.95 x Nyquist; an odd last channel gets the bare window. A raw-waveform encoder starting from
+    a filterbank, as SincNet (Ravanelli & Bengio 2018) and LEAF (Zeghidour et al. 2021) do,
+    instead of random kernels."""
+    channels, _, kernel = weight.shape
+
+    def mel(hz: float) -> float:
+        return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+    mels = torch.linspace(mel(lowest_hz), mel(0.95 * sample_rate / 2), channels // 2)
+    hz = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)  # (channels // 2,)
+    t = torch.arange(kernel) / sample_rate
+    phase = 2 * math.pi * hz[:, None] * t  # (channels // 2, kernel)
+    window = torch.hann_window(kernel, periodic=False)
+    pairs = torch.stack([phase.cos(), phase.sin()], dim=1).reshape(-1, kernel) * window
+    with torch.no_grad():
+        weight[: len(pairs), 0] = pairs / math.sqrt(kernel)
+        if channels % 2:
+            weight[-1, 0] = window / math.sqrt(kernel)
+    return weight

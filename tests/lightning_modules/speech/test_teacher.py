@@ -1,5 +1,7 @@
 """Wav2Vec2CTCRecipe: the model it builds, CTC on unalignable input, greedy decoding, the export."""
 
+import math
+
 import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
@@ -122,3 +124,23 @@ def test_the_teacher_learns_to_spell_a_small_batch_it_trains_on(teacher_args, ba
         loss.backward()
         optimizer.step()
     assert before > 0.9 and cer() < 0.5, (before, cer())
+
+
+@pytest.mark.parametrize("pair", [1, 3, 5, 7])
+def test_filterbank_init_tunes_each_first_convolution_pair_to_its_mel_frequency(teacher_args, pair):
+    """A tone at pair k's mel-spaced frequency (60 Hz to 0.95 x 8 kHz, 8 pairs from 16 channels)
+    excites pair k most, whatever its phase; the default init is not a filterbank."""
+    recipe = Wav2Vec2CTCRecipe(**teacher_args, feature_init="filterbank")
+    conv = recipe.model.wav2vec2.feature_extractor.conv_layers[0].conv
+    mel = torch.linspace(2595 * math.log10(1 + 60 / 700), 2595 * math.log10(1 + 7600 / 700), 8)
+    hz = 700 * (10 ** (mel / 2595) - 1)
+    t = torch.arange(16000) / 16000
+    for phase in (0.0, 1.0):
+        tone = torch.sin(2 * torch.pi * hz[pair] * t + phase)[None, None]
+        with torch.no_grad():
+            out = conv(tone)  # (1, 16, frames)
+        energy = (out[0, 0::2] ** 2 + out[0, 1::2] ** 2).mean(-1)  # (8,) per cosine/sine pair
+        assert int(energy.argmax()) == pair
+        assert energy[pair] > 4 * energy[[i for i in range(8) if i != pair]].max()
+    default = Wav2Vec2CTCRecipe(**teacher_args).model.wav2vec2.feature_extractor.conv_layers[0]
+    assert not torch.allclose(default.conv.weight, conv.weight)
