@@ -40,13 +40,7 @@ from casebook.common.figures import log_figure
 from casebook.common.tables import log_table
 from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.video.datasets import IGNORE_INDEX
-from lightning_modules.common import (
-    Init,
-    Schedule,
-    build_scheduler,
-    decay_groups,
-    time_budget_used,
-)
+from lightning_modules.common import Init, Optimization, Schedule, configure_adamw
 from lightning_modules.video.augment import add_feature_noise, cutout
 from lightning_modules.video.decoding import (
     Decoding,
@@ -76,7 +70,7 @@ class StepAligner(L.LightningModule):
         self,
         head: Head | HeadFactory = "attend_align",
         pretrained: str | None = None,
-        freeze_encoders: bool = False,
+        freeze_encoders: bool | None = None,
         encoder: EncoderConfig | None = None,
         vocab_size: int | None = None,
         pad_token_id: int = 0,
@@ -114,9 +108,9 @@ class StepAligner(L.LightningModule):
                 heads.StepHead called with the encoders' width), which owns its own options.
             pretrained: ClipPretrainer output: its encoders folder or a .ckpt; None: fresh encoders.
                 Frame encoders over embed_dim-d features read them as their own cached embeddings.
-            freeze_encoders: keep pretrained encoders fixed (eval mode, no gradients); zero_shot
-                always does. Fresh encoders (`pretrained` None) always train: random fixed ones
-                mean nothing (the saved hyper-parameter then says False).
+            freeze_encoders: keep the encoders fixed (eval mode, no gradients); zero_shot always
+                does. None: fixed when `pretrained`, trained when fresh (random fixed encoders
+                mean nothing); the saved hyper-parameter holds the resolved choice.
             encoder: architecture of fresh encoders (ignored with `pretrained`).
             vocab_size: tokenizer vocabulary (linked from the data).
             pad_token_id: padding token id (linked from the data).
@@ -135,7 +129,8 @@ class StepAligner(L.LightningModule):
                 frames) before the frame encoder; frames only.
             feature_noise: training only: Gaussian noise added to precomputed features, its
                 expected norm this share of the batch's mean feature norm (new noise every step,
-                so a small training set cannot be memorized frame by frame); features only.
+                so a small training set cannot be memorized frame by frame); precomputed
+                features only, frames (which have `cutout_prob`) are left alone.
             label_smoothing: label smoothing of the attend_align frame cross-entropy.
             monotonic_loss_weight: weight of the CRF loss over ordered labellings (attend_align).
             giou_weight: weight of 1 - GIoU (similarity, lstm).
@@ -204,8 +199,9 @@ class StepAligner(L.LightningModule):
                 f"{self.head.name} without --model.pretrained scores untrained encoders",
                 stacklevel=2,
             )
-        if pretrained is None and freeze_encoders:
-            self.hparams.freeze_encoders = freeze_encoders = False  # see the docstring
+        if freeze_encoders is None:
+            # resolved in the saved hyper-parameters too, for readers of checkpoints (casebook search)
+            self.hparams.freeze_encoders = freeze_encoders = pretrained is not None
         self.frozen = freeze_encoders or not self.head.trains
         if self.frozen:
             # Lightning 2.x never calls train() when fit starts: a module keeps the mode it was
@@ -216,8 +212,6 @@ class StepAligner(L.LightningModule):
         self.input_key = "features" if feature_dim else "frames"
         if cutout_prob > 0 and feature_dim:
             raise ValueError("cutout_prob needs frames; the data gives precomputed features")
-        if feature_noise > 0 and not feature_dim:
-            raise ValueError("feature_noise needs precomputed features; the data gives frames")
         self.metrics = torch.nn.ModuleDict(
             {name: StepAlignmentMetrics() for name in ("val", "val_random", "test", "test_random")}
         )
@@ -268,7 +262,7 @@ class StepAligner(L.LightningModule):
             return None  # zero_shot: nothing to train
         if self.hparams.cutout_prob > 0:
             batch = {**batch, "frames": cutout(batch["frames"], self.hparams.cutout_prob)}
-        if self.hparams.feature_noise > 0:
+        if self.hparams.feature_noise > 0 and "features" in batch:
             noisy = add_feature_noise(
                 batch["features"], batch["frame_mask"], self.hparams.feature_noise
             )
@@ -393,26 +387,9 @@ class StepAligner(L.LightningModule):
             trained.append((self.encoders, encoder_lr))
         if not trained:
             return None  # zero_shot: Lightning runs the loops without an optimizer
-        groups = [
-            group
-            for module, lr in trained
-            for group in decay_groups(module.parameters(), hp.weight_decay, lr=lr)
-        ]
-        if not groups:  # every encoder parameter frozen by BackboneFinetuning, and no head
-            return None
-        optimizer = torch.optim.AdamW(groups)
-        total = self.trainer.estimated_stepping_batches
-        scheduler = build_scheduler(
-            optimizer,
-            hp.lr_schedule,
-            total,
-            hp.warmup_steps,
-            lambda: time_budget_used(self.trainer),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        groups = [{"params": module.parameters(), "lr": lr} for module, lr in trained]
+        # None when every encoder parameter is frozen by BackboneFinetuning and no head trains.
+        return configure_adamw(self, groups, Optimization.of(hp))
 
 
 def named_head(name: str, embed_dim: int, options: dict) -> StepHead:
