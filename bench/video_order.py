@@ -5,7 +5,8 @@
 
 One set of frozen ClipPretrainer encoders (`--pretrained DIR`, or trained here once as in
 bench.video_heads), embeddings cached per video as there. Two heads: `zero_shot` (nothing trained)
-and `attend_align` (trained on the ordered train split, configs/step_aligner.yaml's settings).
+and `attend_align` (trained on the ordered train split, or on `--train-set reordered|real`,
+configs/step_aligner.yaml's settings).
 Each is scored by `trainer.test` on three test sets drawn from the same 64 step lists
 (`--data.*` options of InstructionalVideoDataModule; the step lists and texts are identical):
 - ordered: the default data, every listed step once, in order;
@@ -59,6 +60,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="attend_align epochs")
     parser.add_argument("--test-videos", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--train-set", choices=list(TEST_SETS), default="ordered",
+        help="the train split attend_align learns from (its step lists are the same in every set)",
+    )  # fmt: skip
     args = parser.parse_args()
     epochs = args.epochs or (3 if args.quick else 8)
     train_videos = 64 if args.quick else 256
@@ -101,7 +106,7 @@ def main() -> None:
         for name, data in datas.items():
             data.setup()
             tests[name] = loader(embed_split(encoder_model, list(data.test_dataloader())))
-        train_items = embed_split(encoder_model, list(ordered.train_dataloader()))
+        train_items = embed_split(encoder_model, list(datas[args.train_set].train_dataloader()))
 
         rows = []
         for head in ("zero_shot", "attend_align"):
@@ -140,12 +145,13 @@ def main() -> None:
                     print(f"  {rows[-1]}", flush=True)
             print(f"  {head}: trained {train_seconds:.0f} s", flush=True)
     print(f"\n{args.test_videos} test videos per set; attend_align: {epochs} epochs on")
-    print(f"{train_videos} ordered train videos; encoders {pretrained}\n")
+    print(f"{train_videos} {args.train_set} train videos; encoders {pretrained}\n")
     print(markdown_table(rows, list(rows[0])))
     finished = machine()
     print(f"\n{(time.perf_counter() - began) / 60:.1f} min, load {finished['load_average']}")
     write_results(
-        "video_order_quick" if args.quick else "video_order",
+        ("video_order_quick" if args.quick else "video_order")
+        + ("" if args.train_set == "ordered" else f"_train_{args.train_set}"),
         {"started": started, "finished": finished, "args": vars(args), "rows": rows},
     )
 
