@@ -153,7 +153,7 @@ JOBS = [
         ],  # fmt: skip
         note=(
             "Test voices and sentences were never heard in training. The demo's teacher is a "
-            "2-layer, 128-wide wav2vec2 trained for 1,600 steps (about 2 minutes): it transcribes "
+            "2-layer, 128-wide wav2vec2 trained for 2,000 steps (about 2.5 minutes): it transcribes "
             "(CER near 0.5) but misspells most words (WER near 0.9), and sizes and speed-ups are "
             "this small model's; configs/speech_teacher.yaml trains the real one (README, Speech "
             "student)."
