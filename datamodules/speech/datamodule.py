@@ -18,7 +18,7 @@ Batches are dicts: `input_values` (B, T) float, `attention_mask` (B, T), `labels
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -152,18 +152,10 @@ class Augmentation:
 
     def train_augment(self, sample_rate: int) -> WaveformAugment:
         """Everything, for the training split."""
-        return WaveformAugment(
-            sample_rate=sample_rate,
-            noise_snr_db=tuple(self.noise_snr_db) if self.noise_snr_db is not None else None,
-            noise_prob=self.noise_prob,
-            noise_color=self.noise_color,
-            freq_mask_prob=self.freq_mask_prob,
-            freq_mask_count=self.freq_mask_count,
-            freq_mask_max_hz=self.freq_mask_max_hz,
-            time_mask_prob=self.time_mask_prob,
-            time_mask_count=self.time_mask_count,
-            time_mask_max_ms=self.time_mask_max_ms,
-        )
+        options = {k: v for k, v in asdict(self).items() if k != "noise_on_eval"}
+        if self.noise_snr_db is not None:
+            options["noise_snr_db"] = tuple(self.noise_snr_db)
+        return WaveformAugment(sample_rate=sample_rate, **options)
 
     def eval_augment(self, sample_rate: int) -> WaveformAugment | None:
         """Noise only (masking is a training regularizer), when `noise_on_eval`; else None."""

@@ -1,3 +1,5 @@
+from dataclasses import asdict
+
 import torch
 
 from datamodules.speech import Augmentation, SpeechDataModule, SynthesizedCorpus
@@ -84,3 +86,20 @@ def test_processor_saved_next_to_a_run_loads_back(tiny_kwargs, tmp_path):
     loaded = Wav2Vec2Processor.from_pretrained(str(dm.save_processor(tmp_path / "processor")))
     assert loaded.tokenizer.get_vocab() == build_processor().tokenizer.get_vocab()
     assert loaded.feature_extractor.do_normalize
+
+
+def test_augmentation_options_reach_the_training_augment_and_only_noise_reaches_eval():
+    options = Augmentation(
+        noise_snr_db=[5.0, 20.0], noise_prob=0.5, noise_color="pink", noise_on_eval=True,
+        freq_mask_prob=0.3, freq_mask_count=2, freq_mask_max_hz=400.0,
+        time_mask_prob=0.4, time_mask_count=3, time_mask_max_ms=60.0,
+    )  # fmt: skip
+    train = options.train_augment(8000)
+    expected = {k: v for k, v in asdict(options).items() if k != "noise_on_eval"}
+    assert train.sample_rate == 8000 and train.noise_snr_db == (5.0, 20.0)
+    assert {k: getattr(train, k) for k in expected if k != "noise_snr_db"} == {
+        k: v for k, v in expected.items() if k != "noise_snr_db"
+    }
+    evaluation = options.eval_augment(8000)
+    assert evaluation.noise_color == "pink" and evaluation.time_mask_prob == 0.0
+    assert Augmentation().eval_augment(8000) is None
