@@ -48,7 +48,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks import ExactResume, LatestCheckpoint, NonFiniteError
-from casebook.common.errors import DataError
+from casebook.common.errors import DataError, first_line
 from casebook.doctor import DoctorTrainer
 from casebook.hardware import cpu_line, native_bf16
 from datamodules.hparams import load_checkpoint
@@ -388,6 +388,32 @@ def stated_error(error: BaseException | None) -> DataError | NonFiniteError | No
     return error
 
 
+PACKAGES = tuple(Path(__file__).resolve().parents[1] / name for name in
+                 ("casebook", "callbacks", "datamodules", "lightning_modules"))  # fmt: skip
+
+
+def option_error(error: BaseException | None) -> ValueError | None:
+    """A ValueError that one of casebook's own classes raised in its constructor while jsonargparse
+    built it from the command line (``source 'csv' needs --data.path``): a bad option, stated by
+    its message. jsonargparse re-raises it inside "Does not validate against any of the Union
+    subtypes" with the whole namespace; anything raised elsewhere is left as it is."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        if isinstance(error, ValueError) and frame is not None:
+            code = frame.tb_frame.f_code
+            origin = Path(code.co_filename).resolve()
+            if code.co_name in ("__init__", "__post_init__") and any(
+                origin.is_relative_to(package) for package in PACKAGES
+            ):
+                return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 # Subcommands that are not a Trainer's: "<module>:<function>" taking the remaining arguments and
 # returning an exit code (imported only when asked for).
 EXTRA_COMMANDS = {
@@ -405,6 +431,9 @@ def main(args: list[str] | None = None) -> None:
         CasebookCLI(args=args)
     except (DataError, NonFiniteError, ValueError) as raised:  # NonFiniteError: a RuntimeError
         error = stated_error(raised)
+        if error is None and (option := option_error(raised)) is not None:
+            print(f"casebook: error: {first_line(option)}", file=sys.stderr)
+            sys.exit(2)
         if error is None:
             raise
         print(f"casebook: error: {error}", file=sys.stderr)

@@ -239,3 +239,35 @@ def test_known_noise_is_silenced_by_its_exact_text_and_other_messages_still_show
     assert [str(w.message) for w in caught] == ["`isinstance(treespec, LeafSpec)` is deprecated"]
     assert not any("Tip:" in message for message in shown), shown
     assert "a real message" in shown and any("GPU available" in m for m in shown), shown
+
+
+def test_a_bad_option_a_constructor_refuses_is_one_line_exit_2(capsys):
+    """jsonargparse re-raises a constructor's ValueError inside "Does not validate against any of
+    the Union subtypes" with the whole namespace; the user sees the constructor's own line."""
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(REPO / "configs/ppo_trader.yaml"), "--data.source", "csv"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2
+    assert lines == ["casebook: error: source 'csv' needs --data.path (one file or a list)"]
+
+
+def test_only_casebook_constructors_value_errors_count_as_bad_options():
+    import datetime
+
+    from casebook.cli import option_error
+    from datamodules.trading.splits import Splits
+
+    def wrapped(make):  # how jsonargparse re-raises what a class raised
+        try:
+            try:
+                make()
+            except ValueError:
+                raise ValueError("Does not validate against any of the Union subtypes") from None
+        except ValueError as error:
+            return error
+
+    ours = wrapped(lambda: Splits(mode="nonsense"))
+    assert "splits.mode must be one of" in str(option_error(ours))
+    assert option_error(wrapped(lambda: datetime.date(2020, 13, 1))) is None  # not casebook's
+    assert option_error(wrapped(lambda: int("x"))) is None
+    assert option_error(None) is None
