@@ -72,8 +72,12 @@ def load_checkpoint(path: str | Path, option: str = "", allowed: tuple[type, ...
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     # KeyError: the weights-only unpickler's memo, on bytes that are no pickle at all
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
-        if "Weights only load failed" in str(error):
+        # the weights-only unpickler refused a GLOBAL (a class or function: pickled objects);
+        # on bytes that are no pickle it names an "Unsupported operand" instead
+        if "Weights only load failed" in str(error) and "global" in str(error).lower():
             problem = "holds pickled objects, not only tensors (loaded with weights_only=True)"
+        elif "Weights only load failed" in str(error):  # bytes that are no pickle at all
+            problem = "not a readable checkpoint (not a torch.save file, or damaged)"
         else:
             problem = f"not a readable checkpoint ({first_line(error)})"
         raise DataError(f"{source}: {problem}") from None

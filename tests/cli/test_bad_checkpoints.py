@@ -51,6 +51,15 @@ def test_truncated_checkpoint_is_one_line(capsys, tiny, tmp_path):
     assert code == 2 and err.count("\n") == 0 and "broken.ckpt: not a readable checkpoint" in err
 
 
+def test_random_bytes_are_an_unreadable_checkpoint_not_pickled_objects(capsys, tiny, tmp_path):
+    arguments, _ = tiny
+    noise = tmp_path / "noise.ckpt"
+    noise.write_bytes(bytes(range(256)) * 8)
+    code, err = run(capsys, "test", *arguments, f"--ckpt_path={noise}")
+    assert code == 2 and err.count("\n") == 0
+    assert "noise.ckpt: not a readable checkpoint" in err and "pickled" not in err
+
+
 def test_another_tasks_checkpoint_is_one_line_naming_both_models(capsys, tiny, tmp_path):
     arguments, good = tiny
     other = tmp_path / "other.ckpt"
