@@ -73,10 +73,11 @@ def run_member(name: str, seed: int, extra: list[str], reuse: bool = False) -> d
     ]  # fmt: skip
     quiet = io.StringIO()
     started = time.perf_counter()
+    fit_seconds = float("nan")  # a reused fit was not timed here
     if not (reuse and (root / "checkpoints" / "last.ckpt").is_file()):
         with contextlib.redirect_stdout(quiet):
             CasebookCLI(args=["fit", *common])
-    fit_seconds = time.perf_counter() - started
+        fit_seconds = time.perf_counter() - started
     with contextlib.redirect_stdout(quiet):
         CasebookCLI(args=["test", *common, "--ckpt_path=best"])
     metrics = json.loads((root / "test_metrics.json").read_text())
