@@ -24,7 +24,6 @@ from torchmetrics.functional.text import word_error_rate
 from torchmetrics.text import CharErrorRate, WordErrorRate
 from transformers import (
     PreTrainedTokenizerBase,
-    Wav2Vec2Config,
     Wav2Vec2ForCTC,
     Wav2Vec2Processor,
 )
@@ -45,23 +44,6 @@ from lightning_modules.speech.beam_search import (
 
 LABEL_PAD = -100  # label padding of the speech batches, ignored by CTC
 EVAL_STAGES = ("val", "test")
-
-
-def wav2vec2_config(
-    conv_stride: tuple[int, ...], do_stable_layer_norm: bool, **options
-) -> Wav2Vec2Config:
-    """The `Wav2Vec2Config` of casebook's speech models (the CTC teacher and the self-supervised
-    pre-trainer, so one's body loads into the other): the total stride must give 20 ms frames,
-    and a pre-LayerNorm transformer goes with layer-normed convolutions (wav2vec2-large's
-    pairing; False: wav2vec2-base's post-LN with GroupNorm). `options`: any other config field."""
-    if math.prod(conv_stride) != 320:
-        raise ValueError(f"conv_stride {conv_stride} must multiply to 320 (20 ms frames)")
-    return Wav2Vec2Config(
-        conv_stride=tuple(conv_stride),
-        do_stable_layer_norm=do_stable_layer_norm,
-        feat_extract_norm="layer" if do_stable_layer_norm else "group",
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()},
-    )
 
 
 def frame_mask(model: Wav2Vec2ForCTC, num_frames: int, attention_mask: Tensor) -> Tensor:

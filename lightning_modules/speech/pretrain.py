@@ -4,7 +4,8 @@ wav2vec 2.0 objective (Baevski et al. 2020), before CTC fine-tuning.
     casebook fit --config configs/speech_pretrain.yaml         # exports runs/speech_pretrain/pretrained
     casebook fit --config configs/speech_teacher.yaml --model.pretrained runs/speech_pretrain/pretrained
 
-A `transformers.Wav2Vec2ForPreTraining` of the teacher recipe's architecture: spans of the
+A `transformers.Wav2Vec2ForPreTraining` of a `Wav2Vec2Network` shape (the teacher recipe's
+`network` component, so the body loads there): spans of the
 feature encoder's output are masked (`mask_time_prob` of the frames start a span of
 `mask_time_length`), the transformer's output at each masked frame must pick that frame's
 quantized feature (Gumbel-softmax product quantizer: `num_codevector_groups` codebooks of
@@ -39,14 +40,15 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     _sample_negative_indices,
 )
 
+from datamodules.hparams import from_plain, plain_hyperparameters
 from lightning_modules.common import Optimization, Schedule, configure_adamw, time_budget_used
 from lightning_modules.speech.ctc import (
     datamodule_processor,
     default_processor,
     export_pretrained,
     fit_end_export,
-    wav2vec2_config,
 )
+from lightning_modules.speech.network import Wav2Vec2Network
 
 STAGE_TERMS = ("loss", "contrastive_loss", "diversity_loss", "codevector_perplexity")
 
@@ -75,16 +77,7 @@ class Wav2Vec2Pretrainer(L.LightningModule):
         self,
         vocab_size: int = 32,
         pad_token_id: int = 0,
-        hidden_size: int = 256,
-        num_hidden_layers: int = 4,
-        num_attention_heads: int = 4,
-        intermediate_size: int = 1024,
-        conv_dim: tuple[int, ...] = (256, 256),
-        conv_kernel: tuple[int, ...] = (400, 2),
-        conv_stride: tuple[int, ...] = (160, 2),
-        num_conv_pos_embeddings: int = 32,
-        num_conv_pos_embedding_groups: int = 8,
-        do_stable_layer_norm: bool = True,
+        network: Wav2Vec2Network = Wav2Vec2Network(),
         num_codevector_groups: int = 2,
         num_codevectors_per_group: int = 160,
         codevector_dim: int = 128,
@@ -107,16 +100,8 @@ class Wav2Vec2Pretrainer(L.LightningModule):
             vocab_size: CTC vocabulary of the model fine-tuned from this one (linked from the
                 datamodule; no CTC head is trained here).
             pad_token_id: the tokenizer's pad id (linked from the datamodule).
-            hidden_size: transformer width (as the teacher recipe's, so it loads there).
-            num_hidden_layers: transformer layers.
-            num_attention_heads: attention heads per layer.
-            intermediate_size: feed-forward width.
-            conv_dim: channels of each feature-encoder convolution.
-            conv_kernel: kernel of each feature-encoder convolution.
-            conv_stride: stride of each convolution; their product is samples per frame (320).
-            num_conv_pos_embeddings: kernel of the convolutional positional embedding.
-            num_conv_pos_embedding_groups: groups of the convolutional positional embedding.
-            do_stable_layer_norm: pre-LayerNorm transformer with layer-normed convolutions.
+            network: the wav2vec2 body's shape (`Wav2Vec2Network`); the teacher recipe's
+                `network` must match it to start from this model's export.
             num_codevector_groups: codebooks of the product quantizer (G).
             num_codevectors_per_group: entries per codebook (V).
             codevector_dim: size of a quantized feature (split over the G codebooks).
@@ -138,19 +123,11 @@ class Wav2Vec2Pretrainer(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        config = wav2vec2_config(
-            conv_stride,
-            do_stable_layer_norm,
+        plain_hyperparameters(self)  # checkpoints stay loadable with weights_only=True
+        network = from_plain(network, Wav2Vec2Network)
+        config = network.config(
             vocab_size=vocab_size,
             pad_token_id=pad_token_id,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads,
-            intermediate_size=intermediate_size,
-            conv_dim=conv_dim,
-            conv_kernel=conv_kernel,
-            num_conv_pos_embeddings=num_conv_pos_embeddings,
-            num_conv_pos_embedding_groups=num_conv_pos_embedding_groups,
             num_codevector_groups=num_codevector_groups,
             num_codevectors_per_group=num_codevectors_per_group,
             codevector_dim=codevector_dim,
@@ -170,6 +147,7 @@ class Wav2Vec2Pretrainer(L.LightningModule):
             final_dropout=0.0,
         )
         self.model = Wav2Vec2ForPreTraining(config)
+        network.initialize(self.model.wav2vec2)
         self._processor = None
 
     @property

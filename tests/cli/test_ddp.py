@@ -51,9 +51,9 @@ def task_arguments(root: Path) -> dict[str, list[str]]:
         ],
         "speech_teacher": [
             "--config", str(REPO / "configs/speech_teacher.yaml"), *SPEECH,
-            "--model.hidden_size=32", "--model.num_hidden_layers=4", "--model.num_attention_heads=2",
-            "--model.intermediate_size=64", "--model.conv_dim=[16, 16]", "--model.num_conv_pos_embeddings=8",
-            "--model.num_conv_pos_embedding_groups=4",
+            "--model.network.hidden_size=32", "--model.network.num_hidden_layers=4", "--model.network.num_attention_heads=2",
+            "--model.network.intermediate_size=64", "--model.network.conv_dim=[16, 16]", "--model.network.num_conv_pos_embeddings=8",
+            "--model.network.num_conv_pos_embedding_groups=4",
         ],
         "step_aligner": [
             "--config", str(REPO / "configs/step_aligner.yaml"), *VIDEO,

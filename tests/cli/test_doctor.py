@@ -213,7 +213,7 @@ def test_the_ctc_reference_is_the_loss_of_uniform_outputs():
     from lightning_modules.speech import Wav2Vec2CTCRecipe
 
     torch.manual_seed(0)
-    recipe = Wav2Vec2CTCRecipe(**TINY_TEACHER)
+    recipe = Wav2Vec2CTCRecipe(network=TINY_TEACHER)
     torch.nn.init.zeros_(recipe.model.lm_head.weight)  # every frame uniform over the vocabulary
     torch.nn.init.zeros_(recipe.model.lm_head.bias)
     attention_mask = torch.ones(2, 16000, dtype=torch.long)
@@ -285,7 +285,7 @@ def tiny_teacher(cli_env, tmp_path) -> Path:
     corpus = {"num_train_sentences": 12, "num_val_sentences": 4, "num_test_sentences": 4}
     generate_tts_corpus(TtsCorpusConfig(**corpus), cli_env["CASEBOOK_CACHE"])
     torch.manual_seed(0)
-    teacher = Wav2Vec2CTCRecipe(**TINY_TEACHER)
+    teacher = Wav2Vec2CTCRecipe(network=TINY_TEACHER)
     # a wide CTC head: the student starts well above CTC's all-blank plateau
     torch.nn.init.normal_(teacher.model.lm_head.weight, std=1.0)
     return teacher.export(tmp_path / "teacher")
@@ -297,7 +297,10 @@ def test_every_task_config_gets_a_table_and_exits_0_and_a_broken_one_exits_1(
     (tmp_path / "broken.yaml").write_text(BROKEN)
     runs = {
         "ppo_trader": TINY_TRADER,
-        "speech_teacher": [*TINY_SPEECH, *(f"--model.{k}={v}" for k, v in TINY_TEACHER.items())],
+        "speech_teacher": [
+            *TINY_SPEECH,
+            *(f"--model.network.{k}={v}" for k, v in TINY_TEACHER.items()),
+        ],
         "speech_student": [*TINY_SPEECH, f"--model.teacher={tiny_teacher}"],
         "clip_pretrainer": TINY_VIDEO,
         "step_aligner": [*TINY_VIDEO, "--model.pretrained=null", "--model.freeze_encoders=false"],

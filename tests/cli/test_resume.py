@@ -64,14 +64,14 @@ TASKS = {
     ],
     "speech_teacher": [
         "--config", str(REPO / "configs/speech_teacher.yaml"), *TINY_SPEECH, "--model.dropout=0.1",
-        *(f"--model.{k}={v}" for k, v in TINY_WAV2VEC2.items()),
+        *(f"--model.network.{k}={v}" for k, v in TINY_WAV2VEC2.items()),
     ],
     "speech_student": [
         "--config", str(REPO / "configs/speech_student.yaml"), *TINY_SPEECH,
     ],
     "speech_pretrain": [  # masks and negatives from NumPy's global generator
         "--config", str(REPO / "configs/speech_pretrain.yaml"), *TINY_SPEECH,
-        *(f"--model.{k}={v}" for k, v in TINY_WAV2VEC2.items()),
+        *(f"--model.network.{k}={v}" for k, v in TINY_WAV2VEC2.items()),
         "--model.num_codevectors_per_group=16", "--model.codevector_dim=16",
         "--model.proj_codevector_dim=16", "--model.num_negatives=10",
     ],
@@ -117,8 +117,7 @@ def tiny_teacher(tmp_path_factory) -> str:
     from lightning_modules.speech import Wav2Vec2CTCRecipe
 
     torch.manual_seed(0)
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY_WAV2VEC2.items()}
-    recipe = Wav2Vec2CTCRecipe(**{**args, "num_hidden_layers": 4})  # the student gets 1
+    recipe = Wav2Vec2CTCRecipe(network={**TINY_WAV2VEC2, "num_hidden_layers": 4})  # student: 1
     return str(recipe.export(tmp_path_factory.mktemp("teacher") / "hf"))
 
 

@@ -19,9 +19,9 @@ SPEECH = [  # the session's tiny corpus (tiny_speech_env)
     "--data.batch_size=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
 ]  # fmt: skip
 TINY_TEACHER = [
-    "--model.hidden_size=32", "--model.num_hidden_layers=4", "--model.num_attention_heads=2",
-    "--model.intermediate_size=64", "--model.conv_dim=[16, 16]", "--model.num_conv_pos_embeddings=8",
-    "--model.num_conv_pos_embedding_groups=4",
+    "--model.network.hidden_size=32", "--model.network.num_hidden_layers=4", "--model.network.num_attention_heads=2",
+    "--model.network.intermediate_size=64", "--model.network.conv_dim=[16, 16]", "--model.network.num_conv_pos_embeddings=8",
+    "--model.network.num_conv_pos_embedding_groups=4",
 ]  # fmt: skip
 VIDEO = [
     "--data.num_train_videos=4", "--data.num_val_videos=2", "--data.num_test_videos=2",

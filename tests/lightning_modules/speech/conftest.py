@@ -10,7 +10,7 @@ from lightning_modules.speech import Wav2Vec2CTCRecipe
 
 TINY_CORPUS = {"num_train_sentences": 12, "num_val_sentences": 4, "num_test_sentences": 4}
 # 4 layers, so that a half-size student (2 layers) differs from the teacher
-TINY_TEACHER = {
+TINY_NETWORK = {
     "hidden_size": 32,
     "num_hidden_layers": 4,
     "num_attention_heads": 2,
@@ -19,6 +19,7 @@ TINY_TEACHER = {
     "num_conv_pos_embeddings": 8,
     "num_conv_pos_embedding_groups": 4,
 }
+TINY_TEACHER = {"network": TINY_NETWORK}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,7 +9,7 @@ from datamodules.speech import SpeechDataModule
 from lightning_modules.speech import Wav2Vec2CTCRecipe, Wav2Vec2Pretrainer
 from lightning_modules.speech.pretrain import masked_accuracy
 
-TINY = {
+NETWORK = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
@@ -17,6 +17,9 @@ TINY = {
     "conv_dim": (16, 16),
     "num_conv_pos_embeddings": 8,
     "num_conv_pos_embedding_groups": 4,
+}
+TINY = {
+    "network": NETWORK,
     "num_codevectors_per_group": 16,
     "codevector_dim": 16,
     "proj_codevector_dim": 16,
@@ -111,7 +114,10 @@ def test_pretrain_config_fits_exports_and_the_teacher_fine_tunes_from_it(
         "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
         "--config", str(repo / "configs/presets/csv.yaml"),
     ]  # fmt: skip
-    arch = [f"--model.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    arch = [f"--model.{k}={v}" for k, v in TINY.items() if k != "network"]
+    arch += [
+        f"--model.network.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in NETWORK.items()
+    ]
     pretrain = casebook(
         "fit", "--config", str(repo / "configs/speech_pretrain.yaml"), *tiny, *arch,
         f"--trainer.default_root_dir={tmp_path / 'pretrain'}", env=env, cwd=tmp_path, timeout=300,

@@ -23,13 +23,13 @@ TINY_DATA = [
     "--trainer.enable_model_summary=false",
 ]
 TINY_TEACHER = [
-    "--model.hidden_size=32",
-    "--model.num_hidden_layers=4",
-    "--model.num_attention_heads=2",
-    "--model.intermediate_size=64",
-    "--model.conv_dim=[16, 16]",
-    "--model.num_conv_pos_embeddings=8",
-    "--model.num_conv_pos_embedding_groups=4",
+    "--model.network.hidden_size=32",
+    "--model.network.num_hidden_layers=4",
+    "--model.network.num_attention_heads=2",
+    "--model.network.intermediate_size=64",
+    "--model.network.conv_dim=[16, 16]",
+    "--model.network.num_conv_pos_embeddings=8",
+    "--model.network.num_conv_pos_embedding_groups=4",
 ]
 
 

@@ -25,7 +25,7 @@ def test_recipe_builds_a_wav2vec2_with_20_ms_frames_from_its_arguments(teacher_a
     # total stride 320: one frame per 20 ms at 16 kHz, as wav2vec2-base
     assert recipe.model._get_feat_extract_output_lengths(16000) in (49, 50)
     with pytest.raises(ValueError, match="320"):
-        Wav2Vec2CTCRecipe(**teacher_args | {"conv_stride": (5, 2, 2, 2, 2)})
+        Wav2Vec2CTCRecipe(network=teacher_args["network"] | {"conv_stride": (5, 2, 2, 2, 2)})
 
 
 def test_ctc_loss_stays_finite_on_an_utterance_too_short_for_its_transcript(teacher_args):
@@ -130,7 +130,7 @@ def test_the_teacher_learns_to_spell_a_small_batch_it_trains_on(teacher_args, ba
 def test_filterbank_init_tunes_each_first_convolution_pair_to_its_mel_frequency(teacher_args, pair):
     """A tone at pair k's mel-spaced frequency (60 Hz to 0.95 x 8 kHz, 8 pairs from 16 channels)
     excites pair k most, whatever its phase; the default init is not a filterbank."""
-    recipe = Wav2Vec2CTCRecipe(**teacher_args, feature_init="filterbank")
+    recipe = Wav2Vec2CTCRecipe(network=teacher_args["network"] | {"feature_init": "filterbank"})
     conv = recipe.model.wav2vec2.feature_extractor.conv_layers[0].conv
     mel = torch.linspace(2595 * math.log10(1 + 60 / 700), 2595 * math.log10(1 + 7600 / 700), 8)
     hz = 700 * (10 ** (mel / 2595) - 1)
