@@ -276,7 +276,9 @@ class Wav2Vec2Distiller(CTCSpeechModule):
 
     def _load_student(self, student_init: str, config: dict) -> Wav2Vec2ForCTC:
         try:
-            student = Wav2Vec2ForCTC.from_pretrained(student_init, **config)
+            # train mode as a fresh student: from_pretrained returns eval mode (no dropout,
+            # layerdrop or SpecAugment), and Lightning does not call train() at fit start
+            student = Wav2Vec2ForCTC.from_pretrained(student_init, **config).train()
         except (OSError, ValueError):
             raise DataError(
                 f"student_init {student_init}: not a save_pretrained folder; distill one with "

@@ -97,7 +97,7 @@ class Wav2Vec2CTCRecipe(CTCSpeechModule):
                 mask_time_prob=mask_time_prob,
                 mask_feature_prob=mask_feature_prob,
                 mask_feature_length=mask_feature_length,
-            )
+            ).train()  # from_pretrained returns eval mode, and Lightning does not call train()
             if self.model.config.vocab_size != vocab_size:
                 raise ValueError(
                     f"pretrained {pretrained!r} has {self.model.config.vocab_size} outputs, "

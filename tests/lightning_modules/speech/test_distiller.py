@@ -166,6 +166,12 @@ def test_teacher_stays_frozen_in_eval_mode_through_fit_and_the_student_is_export
     assert exported.config.num_hidden_layers == 2
 
 
+def test_a_student_read_from_a_folder_starts_in_train_mode_like_a_fresh_one(teacher_dir):
+    distiller = Wav2Vec2Distiller(teacher=str(teacher_dir), student_init=str(teacher_dir))
+    assert all(module.training for module in distiller.student.modules())
+    assert not distiller.teacher.training
+
+
 def test_checkpoints_hold_the_student_only_and_restore_strictly(teacher_dir):
     distiller = Wav2Vec2Distiller(teacher=str(teacher_dir))
     checkpoint = {"state_dict": distiller.state_dict()}

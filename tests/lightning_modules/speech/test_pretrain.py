@@ -95,6 +95,8 @@ def test_the_teacher_starts_from_the_pretrained_body_with_a_new_ctc_head(tmp_pat
         if key != "masked_spec_embed":
             assert torch.equal(value, body[key]), key
     assert teacher.model.lm_head.out_features == 32
+    # in train mode like a fresh model (from_pretrained returns eval mode: no dropout, no masks)
+    assert all(module.training for module in teacher.modules())
     assert isinstance(Wav2Vec2ForCTC.from_pretrained(directory), Wav2Vec2ForCTC)
 
 
