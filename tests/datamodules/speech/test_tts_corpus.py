@@ -71,3 +71,25 @@ def test_audio_is_16khz_mono_speech(tiny_corpus):
         assert abs(len(samples) / 16000 - row["duration"]) < 1e-3
         assert 0.5 < row["duration"] < 15
         assert np.sqrt(np.mean(samples**2)) > 0.01  # not silence
+
+
+def test_worker_processes_write_the_same_corpus_as_serial_synthesis(tmp_path):
+    config = TtsCorpusConfig(num_train_sentences=6, num_val_sentences=2, num_test_sentences=2)
+    serial = generate_tts_corpus(config, tmp_path / "serial", workers=1)
+    pooled = generate_tts_corpus(config, tmp_path / "pooled", workers=2)
+    for split in serial.manifests:
+        assert pooled.manifests[split].read_bytes() == serial.manifests[split].read_bytes()
+    wavs = sorted(p.relative_to(serial.root) for p in serial.root.rglob("*.wav"))
+    assert wavs == sorted(p.relative_to(pooled.root) for p in pooled.root.rglob("*.wav"))
+    assert len(wavs) == 10
+    for wav in wavs:
+        assert (pooled.root / wav).read_bytes() == (serial.root / wav).read_bytes()
+
+
+def test_small_corpora_are_synthesized_without_worker_processes(tmp_path, monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("started worker processes for a tiny corpus")
+
+    monkeypatch.setattr(tts_corpus, "ProcessPoolExecutor", no_pool)
+    config = TtsCorpusConfig(num_train_sentences=1, num_val_sentences=1, num_test_sentences=1)
+    assert generate_tts_corpus(config, tmp_path).stats["utterances"] == 3
