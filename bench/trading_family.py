@@ -56,14 +56,16 @@ ROOT = Path("runs/bench/trading_family")
 FRESH_DAYS, FRESH_SEED_OFFSET = 25_200, 10_000
 
 
-def run_member(name: str, seed: int, extra: list[str], reuse: bool = False) -> dict:
+def run_member(
+    name: str, seed: int, extra: list[str], reuse: bool = False, base: Path = ROOT
+) -> dict:
     """fit + test of the shipped config on one member and seed, then a test of the same
     checkpoint on a fresh long path of the same market; the metrics and times. `reuse` skips the
     fit when the run's folder already holds a checkpoint (to re-score earlier fits)."""
     from casebook.cli import CasebookCLI
 
     signal, strength, noise = MEMBERS[name]
-    root = ROOT / f"{name}-seed{seed}"
+    root = base / f"{name}-seed{seed}"
     common = [
         "--config", "configs/ppo_trader.yaml", "--config", "configs/presets/csv.yaml",
         "--data.source=synthetic", f"--data.signal={signal}",
@@ -91,6 +93,14 @@ def run_member(name: str, seed: int, extra: list[str], reuse: bool = False) -> d
         CasebookCLI(args=["test", *fresh])
     fresh_metrics = json.loads((root / "fresh" / "test_metrics.json").read_text())
     metrics |= {f"fresh/{key.removeprefix('test/')}": v for key, v in fresh_metrics.items()}
+    # the same fresh path for the last epoch's weights: is picking by validation Sharpe better
+    # than no picking at all?
+    last = [*fresh[:-2], f"--trainer.default_root_dir={root / 'fresh_last'}",
+            f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}"]  # fmt: skip
+    with contextlib.redirect_stdout(quiet):
+        CasebookCLI(args=["test", *last])
+    last_metrics = json.loads((root / "fresh_last" / "test_metrics.json").read_text())
+    metrics["fresh/last_sharpe"] = last_metrics["test/sharpe"]
     return {"member": name, "seed": seed, "fit_seconds": fit_seconds, **metrics}
 
 
@@ -114,6 +124,12 @@ def summarize(results: list[dict]) -> list[dict]:
             if edge and r["fresh/rule_best_sharpe"] > 0
         ]
 
+        fresh_last = [
+            r["fresh/last_sharpe"] / r["fresh/rule_best_sharpe"]
+            for r in runs
+            if edge and r["fresh/rule_best_sharpe"] > 0
+        ]
+
         def share(values: list[float]) -> str:  # mean (worst seed) of the agent's share
             return f"{statistics.mean(values):.0%} ({min(values):.0%})" if values else "n/a"
 
@@ -132,6 +148,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "agent / best rule (worst)": share(shares),
                 "fresh: agent, rule": f"{mean('fresh/sharpe'):.2f}, {mean('fresh/rule_best_sharpe'):.2f}",
                 "fresh: agent / rule (worst)": share(fresh),
+                "fresh: last epoch / rule (worst)": share(fresh_last),
                 "edge claimed: test, fresh": f"{claimed('test')}, {claimed('fresh')}",
                 "fit s": mean("fit_seconds"),
             }
@@ -147,6 +164,12 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="re-score runs whose checkpoint exists, no refit"
     )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help=f"where the runs go (default {ROOT}): one per variant",
+    )
     parser.add_argument("extra", nargs="*", help="more casebook options, e.g. --model.lr=0.002")
     args = parser.parse_args()
     if args.quick:
@@ -154,7 +177,7 @@ def main() -> None:
     results = []
     for name in args.members:
         for seed in args.seeds:
-            result = run_member(name, seed, args.extra, args.reuse)
+            result = run_member(name, seed, args.extra, args.reuse, args.root)
             results.append(result)
             print(
                 f"{name} seed {seed}: agent {result['test/sharpe']:.2f}, best rule "
