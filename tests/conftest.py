@@ -74,17 +74,9 @@ def tiny_speech_teacher(tmp_path_factory) -> Path:
     from lightning_modules.speech import Wav2Vec2CTCRecipe
 
     torch.manual_seed(0)
-    teacher = Wav2Vec2CTCRecipe(
-        network={
-            "hidden_size": 32,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "conv_dim": (16, 16),
-            "num_conv_pos_embeddings": 8,
-            "num_conv_pos_embedding_groups": 4,
-        }
-    )
+    from tiny_speech import TINY_NETWORK
+
+    teacher = Wav2Vec2CTCRecipe(network=TINY_NETWORK)
     return teacher.export(tmp_path_factory.mktemp("teacher") / "hf")
 
 

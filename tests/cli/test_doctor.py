@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_classifier import TinyClassDataModule, TinyClassifier
+from tiny_speech import TINY_NETWORK
 from tiny_task import TinyDataModule, TinyRegressor
 
 from callbacks import GradNormMonitor
@@ -238,10 +239,7 @@ TINY_SPEECH = [
     "--data.corpus.num_test_sentences=4",
     "--data.batch_size=4", "--model.warmup_steps=3", "--model.lr=0.01",
 ]  # fmt: skip
-TINY_TEACHER = {
-    "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
-    "conv_dim": [16, 16], "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4,
-}  # fmt: skip
+TINY_TEACHER = TINY_NETWORK
 TINY_VIDEO = [
     "--data.num_train_videos=4", "--data.num_val_videos=2", "--data.num_test_videos=2",
     "--data.min_steps=2", "--data.max_steps=3", "--data.min_step_frames=3",

@@ -18,6 +18,7 @@ import pytest
 import torch
 from casebook_runner import casebook
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from tiny_speech import TINY_NETWORK
 
 from casebook.cli import CasebookCLI
 
@@ -41,15 +42,7 @@ TINY_SPEECH = [
     "--trainer.val_check_interval=3", "--data.augmentation.noise_snr_db=[10, 30]",
     "--model.warmup_steps=2",
 ]  # fmt: skip
-TINY_WAV2VEC2 = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": [16, 16],
-    "num_conv_pos_embeddings": 8,
-    "num_conv_pos_embedding_groups": 4,
-}
+TINY_WAV2VEC2 = TINY_NETWORK | {"num_hidden_layers": 2}
 # Every task 2 epochs (speech: 7 steps of ~4 per epoch), with its random parts switched on:
 # PPO's sampled actions and the environments' episode starts, dropout, speech noise.
 TASKS = {

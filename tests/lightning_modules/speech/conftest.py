@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_speech import TINY_NETWORK
 from transformers import Wav2Vec2ForCTC
 
 from datamodules.speech import SpeechDataModule
@@ -9,16 +10,6 @@ from datamodules.speech.tts_corpus import TtsCorpusConfig, generate_tts_corpus
 from lightning_modules.speech import Wav2Vec2CTCRecipe
 
 TINY_CORPUS = {"num_train_sentences": 12, "num_val_sentences": 4, "num_test_sentences": 4}
-# 4 layers, so that a half-size student (2 layers) differs from the teacher
-TINY_NETWORK = {
-    "hidden_size": 32,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": (16, 16),
-    "num_conv_pos_embeddings": 8,
-    "num_conv_pos_embedding_groups": 4,
-}
 TINY_TEACHER = {"network": TINY_NETWORK}
 
 

@@ -3,23 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from tiny_speech import TINY_NETWORK, network_options
 from transformers import Wav2Vec2ForCTC
 
 from datamodules.speech import SpeechDataModule
 from lightning_modules.speech import Wav2Vec2CTCRecipe, Wav2Vec2Pretrainer
 from lightning_modules.speech.pretrain import masked_accuracy
 
-NETWORK = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": (16, 16),
-    "num_conv_pos_embeddings": 8,
-    "num_conv_pos_embedding_groups": 4,
-}
 TINY = {
-    "network": NETWORK,
+    "network": TINY_NETWORK | {"num_hidden_layers": 2},
     "num_codevectors_per_group": 16,
     "codevector_dim": 16,
     "proj_codevector_dim": 16,
@@ -117,9 +109,7 @@ def test_pretrain_config_fits_exports_and_the_teacher_fine_tunes_from_it(
         "--config", str(repo / "configs/presets/csv.yaml"),
     ]  # fmt: skip
     arch = [f"--model.{k}={v}" for k, v in TINY.items() if k != "network"]
-    arch += [
-        f"--model.network.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in NETWORK.items()
-    ]
+    arch += network_options(num_hidden_layers=2)
     pretrain = casebook(
         "fit", "--config", str(repo / "configs/speech_pretrain.yaml"), *tiny, *arch,
         f"--trainer.default_root_dir={tmp_path / 'pretrain'}", env=env, cwd=tmp_path, timeout=300,
