@@ -1,12 +1,16 @@
-"""What every benchmark shares: machine facts, the JSON results file, and a Trainer stripped of
-everything but the loop (tables: `casebook.common.tables.markdown_table`)."""
+"""What every benchmark shares: machine facts, the JSON results file, a `casebook` command run in
+process, and a Trainer stripped of everything but the loop (tables:
+`casebook.common.tables.markdown_table`)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import json
 import os
 import platform
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -44,6 +48,18 @@ def write_results(name: str, payload: dict) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+def casebook_cli(args: list[str], **options):
+    """One `casebook` command (`args` as typed after `casebook`) in this process, the same code as
+    the console script, its printing kept out of the benchmark's; the CLI object (its trainer,
+    model, datamodule). `options`: LightningCLI's, e.g. run=False."""
+    from casebook.cli import CasebookCLI
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        # LightningCLI warns that the benchmark's own sys.argv is there too; `args` is what it reads
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return CasebookCLI(args=args, **options)
 
 
 def quiet_trainer(**options) -> L.Trainer:

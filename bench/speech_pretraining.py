@@ -46,18 +46,15 @@ options go after `--` and apply to every run, the pre-training included.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import io
 import json
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from bench.common import cpu_line, load_average, machine, write_results
+from bench.common import casebook_cli, cpu_line, load_average, machine, write_results
 from casebook.common.tables import markdown_table
 
 ROOT = Path("runs/bench/speech_pretraining")
@@ -116,16 +113,6 @@ class Budget:
         return [f"--trainer.max_time=00:{hours:02d}:{minutes:02d}:{seconds % 60:02d}"]
 
 
-def cli(args: list[str]) -> None:
-    """One `casebook` command in this process, its printing kept out of the benchmark's."""
-    from casebook.cli import CasebookCLI
-
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        # LightningCLI warns that this script's own sys.argv is there too; `args` is what it reads
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        CasebookCLI(args=args)
-
-
 def fit(root: Path, options: list[str], reuse: bool) -> dict:
     """`casebook fit` into `root` (unless `reuse` and its checkpoint exists): the steps it took,
     its wall and process CPU minutes (all threads; NaN when reused), the load around it."""
@@ -136,7 +123,7 @@ def fit(root: Path, options: list[str], reuse: bool) -> dict:
     load_before = load_average()
     if not (reuse and last.is_file()):
         wall, cpu = time.perf_counter(), time.process_time()
-        cli(["fit", *options, f"--trainer.default_root_dir={root}"])
+        casebook_cli(["fit", *options, f"--trainer.default_root_dir={root}"])
         taken = {
             "wall_minutes": (time.perf_counter() - wall) / 60,
             "cpu_minutes": (time.process_time() - cpu) / 60,
@@ -214,7 +201,7 @@ def teach(
 ) -> dict:
     """fit + `test --ckpt_path best` of one teacher: its fit's figures and its test metrics."""
     fitted = fit(run_root, [*teacher, *fit_only, *budget.options()], reuse)
-    cli(["test", *teacher, f"--trainer.default_root_dir={run_root}", "--ckpt_path=best"])
+    casebook_cli(["test", *teacher, f"--trainer.default_root_dir={run_root}", "--ckpt_path=best"])
     return fitted | json.loads((run_root / "test_metrics.json").read_text())
 
 

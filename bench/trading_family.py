@@ -26,14 +26,12 @@ edge claimed.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
 import time
 from pathlib import Path
 
-from bench.common import cpu_line, machine, write_results
+from bench.common import casebook_cli, cpu_line, machine, write_results
 from casebook.common.tables import markdown_table
 
 # name -> (signal, strength, noise)
@@ -62,8 +60,6 @@ def run_member(
     """fit + test of the shipped config on one member and seed, then a test of the same
     checkpoint on a fresh long path of the same market; the metrics and times. `reuse` skips the
     fit when the run's folder already holds a checkpoint (to re-score earlier fits)."""
-    from casebook.cli import CasebookCLI
-
     signal, strength, noise = MEMBERS[name]
     root = base / f"{name}-seed{seed}"
     common = [
@@ -71,37 +67,33 @@ def run_member(
         "--data.source=synthetic", f"--data.signal={signal}",
         f"--data.synthetic.strength={strength}", f"--data.synthetic.noise={noise}",
         f"--data.seed={seed}", f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false", *extra,
+        "--trainer.enable_progress_bar=false", *extra,
     ]  # fmt: skip
-    quiet = io.StringIO()
     started = time.perf_counter()
     fit_seconds = float("nan")  # a reused fit was not timed here
     if not (reuse and (root / "checkpoints" / "last.ckpt").is_file()):
-        with contextlib.redirect_stdout(quiet):
-            CasebookCLI(args=["fit", *common])
+        casebook_cli(["fit", *common, f"--trainer.default_root_dir={root}"])
         fit_seconds = time.perf_counter() - started
-    with contextlib.redirect_stdout(quiet):
-        CasebookCLI(args=["test", *common, "--ckpt_path=best"])
-    metrics = json.loads((root / "test_metrics.json").read_text())
-    best = next((root / "checkpoints").glob("epoch=*.ckpt"))
+    metrics = tested(common, root, "best")
     fresh = [
         *common, f"--data.seed={seed + FRESH_SEED_OFFSET}", f"--data.synthetic.days={FRESH_DAYS}",
         "--data.splits.train_share=0.2", "--data.splits.valid_share=0.05",
-        f"--trainer.default_root_dir={root / 'fresh'}", f"--ckpt_path={best}",
     ]  # fmt: skip
-    with contextlib.redirect_stdout(quiet):
-        CasebookCLI(args=["test", *fresh])
-    fresh_metrics = json.loads((root / "fresh" / "test_metrics.json").read_text())
-    metrics |= {f"fresh/{key.removeprefix('test/')}": v for key, v in fresh_metrics.items()}
-    # the same fresh path for the last epoch's weights: is picking by validation Sharpe better
+    picked = tested(fresh, root / "fresh", next((root / "checkpoints").glob("epoch=*.ckpt")))
+    metrics |= {f"fresh/{key.removeprefix('test/')}": v for key, v in picked.items()}
+    # the last epoch's weights on the same fresh path: is picking by validation Sharpe better
     # than no picking at all?
-    last = [*fresh[:-2], f"--trainer.default_root_dir={root / 'fresh_last'}",
-            f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}"]  # fmt: skip
-    with contextlib.redirect_stdout(quiet):
-        CasebookCLI(args=["test", *last])
-    last_metrics = json.loads((root / "fresh_last" / "test_metrics.json").read_text())
-    metrics["fresh/last_sharpe"] = last_metrics["test/sharpe"]
+    last = tested(fresh, root / "fresh_last", root / "checkpoints" / "last.ckpt")
+    metrics["fresh/last_sharpe"] = last["test/sharpe"]
     return {"member": name, "seed": seed, "fit_seconds": fit_seconds, **metrics}
+
+
+def tested(options: list[str], root: Path, checkpoint: str | Path) -> dict:
+    """`casebook test` of `checkpoint` (or "best") into `root`: its test_metrics.json."""
+    casebook_cli(
+        ["test", *options, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint}"]
+    )
+    return json.loads((root / "test_metrics.json").read_text())
 
 
 def summarize(results: list[dict]) -> list[dict]:

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import logging
 import math
 import statistics
@@ -78,13 +77,13 @@ import torch
 from torch import nn
 
 from bench.common import (
+    casebook_cli,
     cpu_line,
     load_average,
     machine,
     quiet_trainer,
     write_results,
 )
-from casebook.cli import CasebookCLI
 from casebook.common.tables import markdown_table
 from datamodules.trading import MarketDataModule, simulate
 from datamodules.trading.env import positions_from_actions
@@ -126,8 +125,7 @@ def shipped_casebook(
     ]  # fmt: skip
     if strength is not None:
         args.append(f"--data.synthetic.strength={strength}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        cli = CasebookCLI(args=args, run=False)
+    cli = casebook_cli(args, run=False)
     epochs = cli.config.trainer.max_epochs if max_epochs is None else max_epochs
     cli.datamodule.prepare_table()
     return cli.model, cli.datamodule, epochs

@@ -22,14 +22,12 @@ is the config's `max_time`, so on a shared machine a run gets less CPU than on a
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
 import time
 from pathlib import Path
 
-from bench.common import cpu_line, load_average, machine, write_results
+from bench.common import casebook_cli, cpu_line, load_average, machine, write_results
 from casebook.common.tables import markdown_table
 from datamodules.video.feature_sets import FeatureSetSpec, write_feature_set
 
@@ -49,8 +47,6 @@ def run_set(seed: int, noise: float, videos: int, extra: list[str], tag: str = "
     """fit + test of the shipped config on one generated set; test metrics, epochs and time."""
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from casebook.cli import CasebookCLI
-
     annotations, features_dir = feature_set(seed, noise, videos)
     root = ROOT / f"{tag}videos{videos}-noise{noise:g}-seed{seed}"
     common = [
@@ -59,16 +55,13 @@ def run_set(seed: int, noise: float, videos: int, extra: list[str], tag: str = "
         f"--data.annotations={annotations}", f"--data.features_dir={features_dir}",
         f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false", *extra,
     ]  # fmt: skip
-    quiet = io.StringIO()
     started = time.perf_counter()
-    with contextlib.redirect_stdout(quiet):
-        fit = CasebookCLI(args=["fit", *common])
+    fit = casebook_cli(["fit", *common])
     fit_seconds = time.perf_counter() - started
     trainer = fit.trainer
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     best = trainer.checkpoint_callback.best_model_score
-    with contextlib.redirect_stdout(quiet):
-        CasebookCLI(args=["test", *common, "--ckpt_path=best"])
+    casebook_cli(["test", *common, "--ckpt_path=best"])
     metrics = json.loads((root / "test_metrics.json").read_text())
     return {
         "seed": seed,
