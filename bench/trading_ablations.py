@@ -12,17 +12,18 @@ fits, so plan for TIME_FULL_RUN; the `--ablations`, `--markets`, `--seeds` and `
 trim it. Every finished fit is cached in bench/results/trading_ablations_cache.json, keyed by
 (ablation, market, seed, hash of the resolved config), so an interrupted run picks up where it
 stopped and a second run with more seeds only fits the new ones (`--refit` ignores the cache).
-The baseline's best-validation policies are kept beside it (trading_ablations_policies/) for
-the ensemble.
+The baseline's kept policies are saved beside it (trading_ablations_policies/) for the
+ensemble.
 
 Method. The baseline is configs/ppo_trader.yaml as shipped: its model, its data settings and
 its trainer's max_epochs and max_time (its monitoring callbacks and logger are left out: they
 watch training, they do not change it). Each ablation is a named override of that config (see
 ABLATIONS; `a2c` merges configs/a2c_trader.yaml on top, as `casebook fit --config ...
 --config configs/a2c_trader.yaml` does). Each (ablation, market, seed) is fitted in this process
-with a Lightning Trainer (no logger, no checkpoint files, no progress bar); a callback keeps the
-policy of the best validation Sharpe, as the shipped config's checkpoint does, and that policy
-is backtested once on the test split (`Backtester.evaluate`, 5 bp costs, block-bootstrap 95%
+with a Lightning Trainer (no logger, no checkpoint files, no progress bar); the policy kept is
+the one the shipped config's checkpoint keeps (since 2026-12-07 the last epoch's,
+`checkpoint.monitor: step`; with `val/sharpe` the best validation Sharpe's, which a callback
+remembers), and that policy is backtested once on the test split (`Backtester.evaluate`, 5 bp costs, block-bootstrap 95%
 interval). The seed sets the agent (initialization, action sampling) and the training
 environments' episode draws; the market itself is the same for every seed (`--market-seed`),
 so the seeds of one market can form an ensemble and every ablation sees the same days.
@@ -34,7 +35,7 @@ first 85% of the calendar is cut into 5 chunks, fold k trains on chunks 0..k and
 chunk k+1; the test split is the last 15%, the same days for every fold.
 
 Definitions.
-- Test Sharpe: annualized Sharpe ratio of the daily net log returns of the best-validation
+- Test Sharpe: annualized Sharpe ratio of the daily net log returns of the kept
   policy on the test split. "mean ± std" is over seeds; "% of best rule" is the mean test Sharpe
   over the best rule's on the same days (hindsight: the best of the rule baselines on the test
   split), shown for markets with a planted edge.
@@ -42,9 +43,9 @@ Definitions.
   "val jitter" is the standard deviation of its epoch-to-epoch changes (a steady trend adds
   nothing, a zig-zag adds its amplitude); "late std" is its standard deviation over the second
   half of the epochs. Both in Sharpe units, averaged over markets and seeds.
-- Ensemble (the `ensemble` row; no training of its own): the baseline's best-validation
+- Ensemble (the `ensemble` row; no training of its own): the baseline's kept
   policies of all seeds on one market (on real data: one fold), their action probabilities
-  averaged with weights ∝ each one's positive best validation Sharpe (`ensemble_weights(...,
+  averaged with weights ∝ each one's positive validation Sharpe (`ensemble_weights(...,
   "val_sharpe")`, through `backtest_positions`), against the single policies' mean (baseline row).
 - Real data, per ablation and asset: the strategy judged is the equal-capital portfolio of all
   that ablation's fits on the asset (every fold and seed; for `ensemble`, every fold's
@@ -98,7 +99,7 @@ CONFIG = REPO / "configs/ppo_trader.yaml"
 A2C_CONFIG = REPO / "configs/a2c_trader.yaml"
 CACHE = RESULTS_DIR / "trading_ablations_cache.json"
 POLICIES = RESULTS_DIR / "trading_ablations_policies"
-CACHE_VERSION = 1  # bump when what a cached fit records changes
+CACHE_VERSION = 2  # bump when what a cached fit records changes (2: kept_epoch)
 POLICY = "model.init_args.policy"
 POLICY_ARGS = f"{POLICY}.init_args"
 # Trainer settings of the shipped yaml that are not the training itself: replaced by a quiet
@@ -248,7 +249,10 @@ def resolve(ablation: str, market: str, args: argparse.Namespace) -> dict:
     if args.epochs:
         set_path(config, "trainer.max_epochs", args.epochs)
     config["trainer"] = {k: v for k, v in config["trainer"].items() if k not in NOT_TRAINING}
-    config.pop("checkpoint", None)  # replaced by BestValidationPolicy
+    # The policy the config's checkpoint keeps: the last epoch's (monitor: step) or the best
+    # validation Sharpe's (monitor: val/sharpe), read back from BestValidationPolicy in `fit`.
+    monitor = config.pop("checkpoint", {}).get("monitor", "val/sharpe")
+    config["kept_policy"] = "last" if monitor in ("step", "epoch") else "best_validation"
     return config
 
 
@@ -286,7 +290,7 @@ def test_record(metrics: dict[str, float], runs: list) -> dict:
 
 
 def fit(config: dict, seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Fit one configuration with `seed`; its record and its best-validation policy."""
+    """Fit one configuration with `seed`; its record and the policy the config keeps."""
     L.seed_everything(seed, verbose=False)
     datamodule, model = build(config)
     datamodule.setup("fit")
@@ -299,7 +303,13 @@ def fit(config: dict, seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
         started = time.perf_counter()
         trainer.fit(model, datamodule)
         seconds = time.perf_counter() - started
-    model.policy.load_state_dict(best.state)
+    last = len(best.val_sharpes) - 1
+    kept = (
+        last if config["kept_policy"] == "last" else best.val_sharpes.index(max(best.val_sharpes))
+    )
+    if kept != last:
+        model.policy.load_state_dict(best.state)
+    state = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
     metrics, runs = model.backtester.evaluate(
         "test", [model.policy], [1.0], model.device, interval=True
     )
@@ -309,9 +319,11 @@ def fit(config: dict, seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
         "val_sharpes": best.val_sharpes,
         "best_val_sharpe": max(best.val_sharpes),
         "best_epoch": best.val_sharpes.index(max(best.val_sharpes)),
+        "kept_epoch": kept,
+        "kept_val_sharpe": best.val_sharpes[kept],
         **test_record(metrics, runs),
     }
-    return record, best.state
+    return record, state
 
 
 def ensemble(config: dict, members: list[tuple[dict, dict]]) -> dict:
@@ -322,7 +334,7 @@ def ensemble(config: dict, members: list[tuple[dict, dict]]) -> dict:
         policy = model.build_policy()
         policy.load_state_dict(state)
         policies.append(policy)
-    weights = ensemble_weights([record["best_val_sharpe"] for record, _ in members], "val_sharpe")
+    weights = ensemble_weights([record["kept_val_sharpe"] for record, _ in members], "val_sharpe")
     backtester = Backtester(datamodule.trading_data(), model.backtest_config)
     metrics, runs = backtester.evaluate(
         "test", policies, weights, torch.device("cpu"), interval=True
@@ -379,9 +391,9 @@ def run_fits(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
                 fits.append({"ablation": ablation, "market": market, "seed": seed, **record})
                 print(
                     f"[{done}/{total}] {ablation} on {market}, seed {seed}: test Sharpe "
-                    f"{record['sharpe']:.2f} (best rule {record['rule_best_sharpe']:.2f}), best "
-                    f"val {record['best_val_sharpe']:.2f} at epoch {record['best_epoch'] + 1} of "
-                    f"{record['epochs']}, "
+                    f"{record['sharpe']:.2f} (best rule {record['rule_best_sharpe']:.2f}), kept "
+                    f"epoch {record['kept_epoch'] + 1} of {record['epochs']} (best val "
+                    f"{record['best_val_sharpe']:.2f} at epoch {record['best_epoch'] + 1}), "
                     f"{source}",
                     flush=True,
                 )

@@ -31,6 +31,8 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
 from bench.common import casebook_cli, cpu_line, machine, write_results
 from casebook.common.tables import markdown_table
 
@@ -79,13 +81,19 @@ def run_member(
         *common, f"--data.seed={seed + FRESH_SEED_OFFSET}", f"--data.synthetic.days={FRESH_DAYS}",
         "--data.splits.train_share=0.2", "--data.splits.valid_share=0.05",
     ]  # fmt: skip
-    picked = tested(fresh, root / "fresh", next((root / "checkpoints").glob("epoch=*.ckpt")))
+    checkpoint = next((root / "checkpoints").glob("epoch=*.ckpt"))
+    picked = tested(fresh, root / "fresh", checkpoint)
     metrics |= {f"fresh/{key.removeprefix('test/')}": v for key, v in picked.items()}
     # the last epoch's weights on the same fresh path: is picking by validation Sharpe better
-    # than no picking at all?
-    last = tested(fresh, root / "fresh_last", root / "checkpoints" / "last.ckpt")
-    metrics["fresh/last_sharpe"] = last["test/sharpe"]
+    # than no picking at all? (The same run when the config keeps the last epoch.)
+    if global_step(checkpoint) != global_step(root / "checkpoints" / "last.ckpt"):
+        picked = tested(fresh, root / "fresh_last", root / "checkpoints" / "last.ckpt")
+    metrics["fresh/last_sharpe"] = picked["test/sharpe"]
     return {"member": name, "seed": seed, "fit_seconds": fit_seconds, **metrics}
+
+
+def global_step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
 def tested(options: list[str], root: Path, checkpoint: str | Path) -> dict:

@@ -67,8 +67,8 @@ TRADING_COLUMNS = {
     "hit rate": "hit_rate",
 }
 TRADING_NOTE = (
-    "Costs of 5 bp per unit of position change are included; the checkpoint is the best "
-    "validation Sharpe; the interval is a block bootstrap of the agent's test days. "
+    "Costs of 5 bp per unit of position change are included; the policy is the last epoch's "
+    "(the config's choice); the interval is a block bootstrap of the agent's test days. "
     "Rules follow (or mirror) the sign of yesterday's or the last month's return."
 )
 PLANTED_ROOT = "runs/demo/ppo_trader_planted"

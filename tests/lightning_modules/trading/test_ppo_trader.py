@@ -144,6 +144,9 @@ def test_cli_fit_test_report_ensemble_and_bad_input(cli_env, tmp_path):
     fitted = casebook("fit", *common, "--trainer.max_epochs=2", env=cli_env, cwd=tmp_path)
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     assert (root / "checkpoints" / "last.ckpt").exists()
+    # the shipped config keeps the last epoch's policy, not the best validation Sharpe's
+    kept = [p.name for p in (root / "checkpoints").glob("epoch=*.ckpt")]
+    assert len(kept) == 1 and kept[0].startswith("epoch=1-"), kept
 
     tested = casebook("test", *common, "--ckpt_path=best", env=cli_env, cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
@@ -171,6 +174,7 @@ def test_cli_fit_test_report_ensemble_and_bad_input(cli_env, tmp_path):
     single = casebook("test", *common, "--ckpt_path=last", env=cli_env, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     single_metrics = _metrics(root)
+    assert single_metrics["test/sharpe"] == metrics["test/sharpe"]  # best is the last epoch
     ensemble = casebook(
         "test", *common, "--ckpt_path=last", f"--model.backtest.ensemble_checkpoints=[{last},{last}]",
         "--model.backtest.ensemble_weighting=val_sharpe", env=cli_env, cwd=tmp_path,
