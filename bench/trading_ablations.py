@@ -23,8 +23,8 @@ ABLATIONS; `a2c` merges configs/a2c_trader.yaml on top, as `casebook fit --confi
 with a Lightning Trainer (no logger, no checkpoint files, no progress bar); the policy kept is
 the one the shipped config's checkpoint keeps (since 2026-12-07 the last epoch's,
 `checkpoint.monitor: step`; with `val/sharpe` the best validation Sharpe's, which a callback
-remembers), and that policy is backtested once on the test split (`Backtester.evaluate`, 5 bp costs, block-bootstrap 95%
-interval). The seed sets the agent (initialization, action sampling) and the training
+remembers), and that policy is backtested once on the test split (`Backtester.evaluate`, 5 bp
+costs, block-bootstrap 95% interval). The seed sets the agent (initialization, action sampling) and the training
 environments' episode draws; the market itself is the same for every seed (`--market-seed`),
 so the seeds of one market can form an ensemble and every ablation sees the same days.
 
@@ -99,6 +99,14 @@ CONFIG = REPO / "configs/ppo_trader.yaml"
 A2C_CONFIG = REPO / "configs/a2c_trader.yaml"
 CACHE = RESULTS_DIR / "trading_ablations_cache.json"
 POLICIES = RESULTS_DIR / "trading_ablations_policies"
+# (checkpoint.monitor, mode) of the shipped config -> the policy its checkpoint keeps
+KEPT_POLICY = {
+    ("step", "max"): "last",
+    ("epoch", "max"): "last",
+    (None, "min"): "last",  # no monitor: ModelCheckpoint keeps the latest
+    (None, "max"): "last",
+    ("val/sharpe", "max"): "best_validation",
+}
 CACHE_VERSION = 2  # bump when what a cached fit records changes (2: kept_epoch)
 POLICY = "model.init_args.policy"
 POLICY_ARGS = f"{POLICY}.init_args"
@@ -251,8 +259,11 @@ def resolve(ablation: str, market: str, args: argparse.Namespace) -> dict:
     config["trainer"] = {k: v for k, v in config["trainer"].items() if k not in NOT_TRAINING}
     # The policy the config's checkpoint keeps: the last epoch's (monitor: step) or the best
     # validation Sharpe's (monitor: val/sharpe), read back from BestValidationPolicy in `fit`.
-    monitor = config.pop("checkpoint", {}).get("monitor", "val/sharpe")
-    config["kept_policy"] = "last" if monitor in ("step", "epoch") else "best_validation"
+    checkpoint = config.pop("checkpoint", {})
+    kept = KEPT_POLICY.get((checkpoint.get("monitor"), checkpoint.get("mode", "min")))
+    if kept is None:
+        raise SystemExit(f"trading_ablations: no policy to keep for the config's {checkpoint}")
+    config["kept_policy"] = kept
     return config
 
 

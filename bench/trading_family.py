@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from bench.common import casebook_cli, cpu_line, machine, write_results
+from casebook.cli import best_checkpoint_path
 from casebook.common.tables import markdown_table
 
 # name -> (signal, strength, noise)
@@ -56,44 +57,55 @@ ROOT = Path("runs/bench/trading_family")
 FRESH_DAYS, FRESH_SEED_OFFSET = 25_200, 10_000
 
 
-def run_member(
-    name: str, seed: int, extra: list[str], reuse: bool = False, base: Path = ROOT
-) -> dict:
-    """fit + test of the shipped config on one member and seed, then a test of the same
-    checkpoint on a fresh long path of the same market; the metrics and times. `reuse` skips the
-    fit when the run's folder already holds a checkpoint (to re-score earlier fits)."""
+def market_options(name: str, seed: int, extra: list[str]) -> list[str]:
+    """The casebook options of one member and seed: the shipped config, the market, `extra`."""
     signal, strength, noise = MEMBERS[name]
-    root = base / f"{name}-seed{seed}"
-    common = [
+    return [
         "--config", "configs/ppo_trader.yaml", "--config", "configs/presets/csv.yaml",
         "--data.source=synthetic", f"--data.signal={signal}",
         f"--data.synthetic.strength={strength}", f"--data.synthetic.noise={noise}",
         f"--data.seed={seed}", f"--seed_everything={seed}",
         "--trainer.enable_progress_bar=false", *extra,
     ]  # fmt: skip
+
+
+def fresh_options(name: str, seed: int, extra: list[str]) -> list[str]:
+    """The same market drawn again with another seed, FRESH_DAYS long, tested on its last 75%."""
+    return [
+        *market_options(name, seed, extra), f"--data.seed={seed + FRESH_SEED_OFFSET}",
+        f"--data.synthetic.days={FRESH_DAYS}", "--data.splits.train_share=0.2",
+        "--data.splits.valid_share=0.05",
+    ]  # fmt: skip
+
+
+def run_member(
+    name: str, seed: int, extra: list[str], reuse: bool = False, base: Path = ROOT
+) -> dict:
+    """fit + test of the shipped config on one member and seed, then a test of the same
+    checkpoint on a fresh long path of the same market; the metrics and times. `reuse` skips the
+    fit when the run's folder already holds a checkpoint (to re-score earlier fits)."""
+    root = base / f"{name}-seed{seed}"
+    common = market_options(name, seed, extra)
     started = time.perf_counter()
     fit_seconds = float("nan")  # a reused fit was not timed here
-    if not (reuse and (root / "checkpoints" / "last.ckpt").is_file()):
+    last = root / "checkpoints" / "last.ckpt"
+    if not (reuse and last.is_file()):
         casebook_cli(["fit", *common, f"--trainer.default_root_dir={root}"])
         fit_seconds = time.perf_counter() - started
     metrics = tested(common, root, "best")
-    fresh = [
-        *common, f"--data.seed={seed + FRESH_SEED_OFFSET}", f"--data.synthetic.days={FRESH_DAYS}",
-        "--data.splits.train_share=0.2", "--data.splits.valid_share=0.05",
-    ]  # fmt: skip
-    checkpoint = next((root / "checkpoints").glob("epoch=*.ckpt"))
-    picked = tested(fresh, root / "fresh", checkpoint)
+    fresh = fresh_options(name, seed, extra)
+    # the checkpoint `--ckpt_path best` tested (a refit into the same folder leaves older files)
+    last_state = torch.load(last, map_location="cpu", weights_only=True)
+    kept = Path(best_checkpoint_path(last_state))
+    picked = tested(fresh, root / "fresh", kept)
     metrics |= {f"fresh/{key.removeprefix('test/')}": v for key, v in picked.items()}
     # the last epoch's weights on the same fresh path: is picking by validation Sharpe better
-    # than no picking at all? (The same run when the config keeps the last epoch.)
-    if global_step(checkpoint) != global_step(root / "checkpoints" / "last.ckpt"):
-        picked = tested(fresh, root / "fresh_last", root / "checkpoints" / "last.ckpt")
+    # than no picking at all? (The same weights when the config keeps the last epoch.)
+    kept_step = torch.load(kept, map_location="cpu", weights_only=True)["global_step"]
+    if kept_step != last_state["global_step"]:
+        picked = tested(fresh, root / "fresh_last", last)
     metrics["fresh/last_sharpe"] = picked["test/sharpe"]
     return {"member": name, "seed": seed, "fit_seconds": fit_seconds, **metrics}
-
-
-def global_step(checkpoint: Path) -> int:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
 def tested(options: list[str], root: Path, checkpoint: str | Path) -> dict:

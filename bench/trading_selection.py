@@ -1,8 +1,9 @@
 """Which checkpoint should a trading run keep? Every epoch's policy on a fresh path, by seed.
 
-    .venv/bin/python -m bench.trading_selection                         # momentum 0.1, 12 seeds, ~10 min
+    .venv/bin/python -m bench.trading_selection                 # momentum 0.1, 12 seeds, ~10 min
     .venv/bin/python -m bench.trading_selection --member momentum_0.2 --seeds 0 1 2
-    .venv/bin/python -m bench.trading_selection --quick                 # one seed, 4 epochs
+    .venv/bin/python -m bench.trading_selection --quick         # one seed, 4 epochs
+    .venv/bin/python -m bench.trading_selection --reuse         # score the fits in --root again
 
 For each seed, the shipped config is fitted once (`casebook fit`, in this process) keeping a
 checkpoint of every epoch. Each epoch's policy is then backtested on a fresh path of the same
@@ -28,6 +29,7 @@ carries the edge can expect from this much training data.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -35,40 +37,23 @@ from pathlib import Path
 import torch
 
 from bench.common import casebook_cli, cpu_line, machine, write_results
-from bench.trading_family import FRESH_DAYS, FRESH_SEED_OFFSET, MEMBERS
+from bench.trading_family import MEMBERS, fresh_options, market_options
 from casebook.common.tables import markdown_table
-from datamodules.trading import TradingData
+from datamodules.trading import BacktestAsset, TradingData
 from lightning_modules.trading.baselines import (
     fit_ridge,
     positions_from_signal,
     sharpe_of,
 )
 from lightning_modules.trading.evaluation import BacktestConfig, Backtester
+from lightning_modules.trading.trader import TradingAgent
 
 ROOT = Path("runs/bench/trading_selection")
 RIDGE_PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)
 FIXED_PENALTY = 1.0
 
 
-def market_options(member: str, seed: int) -> list[str]:
-    signal, strength, noise = MEMBERS[member]
-    return [
-        "--config", "configs/ppo_trader.yaml", "--config", "configs/presets/csv.yaml",
-        "--data.source=synthetic", f"--data.signal={signal}",
-        f"--data.synthetic.strength={strength}", f"--data.synthetic.noise={noise}",
-        f"--data.seed={seed}", f"--seed_everything={seed}", "--trainer.enable_progress_bar=false",
-    ]  # fmt: skip
-
-
-def fresh_options(member: str, seed: int) -> list[str]:
-    return [
-        *market_options(member, seed), f"--data.seed={seed + FRESH_SEED_OFFSET}",
-        f"--data.synthetic.days={FRESH_DAYS}", "--data.splits.train_share=0.2",
-        "--data.splits.valid_share=0.05",
-    ]  # fmt: skip
-
-
-def trading_data(options: list[str], stage: str) -> tuple[TradingData, object]:
+def trading_data(options: list[str], stage: str) -> tuple[TradingData, TradingAgent]:
     """The datamodule's typed data (and the untrained module, to build policies) for `options`."""
     cli = casebook_cli(options, run=False)
     cli.datamodule.prepare_data()
@@ -77,19 +62,25 @@ def trading_data(options: list[str], stage: str) -> tuple[TradingData, object]:
 
 
 def epoch_checkpoints(root: Path) -> list[Path]:
-    """e<epoch>.ckpt in epoch order (Lightning's -v1 copies of the same epoch left out)."""
-    found = [p for p in (root / "checkpoints").glob("e*.ckpt") if "-v" not in p.name]
-    return sorted(found, key=lambda p: int(p.stem[1:]))
+    """e<epoch>.ckpt in epoch order."""
+    return sorted((root / "checkpoints").glob("e*.ckpt"), key=lambda p: int(p.stem[1:]))
 
 
-def fit_every_epoch(member: str, seed: int, root: Path, extra: list[str]) -> None:
-    if epoch_checkpoints(root):
-        return  # fitted by an earlier run: fits are deterministic
+def fit_every_epoch(member: str, seed: int, root: Path, extra: list[str], reuse: bool) -> None:
+    """`casebook fit` keeping every epoch's checkpoint in root/checkpoints (emptied first, so
+    no earlier fit's files mix in); with `reuse`, an earlier complete fit is kept instead."""
+    checkpoints = root / "checkpoints"
+    if reuse and (checkpoints / "last.ckpt").is_file():
+        if any("-v" in p.name for p in checkpoints.glob("*.ckpt")):
+            raise SystemExit(
+                f"{checkpoints} holds checkpoints of several fits: refit without --reuse"
+            )
+        return
+    shutil.rmtree(checkpoints, ignore_errors=True)
     casebook_cli(
         [
             "fit",
-            *market_options(member, seed),
-            *extra,
+            *market_options(member, seed, extra),
             f"--trainer.default_root_dir={root}",
             "--checkpoint.monitor=step",
             "--checkpoint.mode=max",
@@ -100,7 +91,7 @@ def fit_every_epoch(member: str, seed: int, root: Path, extra: list[str]) -> Non
     )
 
 
-def score_epochs(root: Path, fresh: TradingData, module) -> list[dict]:
+def score_epochs(root: Path, fresh: TradingData, module: TradingAgent) -> list[dict]:
     """Per epoch: its validation Sharpe (saved in the checkpoint) and its fresh-path Sharpe."""
     backtester = Backtester(fresh, BacktestConfig())
     rows = []
@@ -127,7 +118,7 @@ def score_epochs(root: Path, fresh: TradingData, module) -> list[dict]:
     return rows
 
 
-def newest_day(assets):
+def newest_day(assets: list[BacktestAsset]) -> list[BacktestAsset]:
     """The assets with only the newest day of each observation: the highway's inputs."""
     return [replace(a, market=a.market[:, :, -1:, :]) for a in assets]
 
@@ -200,17 +191,20 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(12)))
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--quick", action="store_true", help="one seed, 4 epochs")
+    parser.add_argument(
+        "--reuse", action="store_true", help="score complete earlier fits in --root again"
+    )
     parser.add_argument("extra", nargs="*", help="more casebook options, e.g. --model.lr=0.002")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    if args.quick:
+    if args.quick:  # its own folder: a 4-epoch fit is never scored as a full one
         args.seeds, args.extra = args.seeds[:1], [*args.extra, "--trainer.max_epochs=4"]
+        args.root = args.root / "quick"
     per_seed, epochs = {}, {}
     for seed in args.seeds:
         root = args.root / f"{args.member}-seed{seed}"
-        fit_every_epoch(args.member, seed, root, args.extra)
-        fresh, module = trading_data(fresh_options(args.member, seed), "test")
-        data, _ = trading_data(market_options(args.member, seed), "fit")
+        fit_every_epoch(args.member, seed, root, args.extra, args.reuse)
+        fresh, module = trading_data(fresh_options(args.member, seed, args.extra), "test")
+        data, _ = trading_data(market_options(args.member, seed, args.extra), "fit")
         rows = score_epochs(root, fresh, module)
         per_seed[seed] = {
             label: rows[e]["fresh"] / rows[e]["rule"] for label, e in selections(rows).items()

@@ -83,6 +83,20 @@ def wandb_offline_unless_logged_in() -> None:
     os.environ["WANDB_MODE"] = "offline"
 
 
+def best_checkpoint_path(last: dict) -> str | None:
+    """The best checkpoint's path recorded in a loaded last.ckpt: the state of the ModelCheckpoint
+    with a monitor (``checkpoint``; ``latest`` has none)."""
+    states = last.get("callbacks", {})
+    return next(
+        (
+            state.get("best_model_path")
+            for key, state in states.items()
+            if key.startswith("ModelCheckpoint") and state.get("monitor")
+        ),
+        None,
+    )
+
+
 def checkpoint_dir(default_root_dir: str | None) -> str:
     return str(Path(default_root_dir or DEFAULT_ROOT_DIR) / "checkpoints")
 
@@ -304,15 +318,7 @@ class CasebookCLI(LightningCLI):
             raise DataError(
                 f"--ckpt_path best: no {last} to read the best checkpoint from; run fit first"
             )
-        states = load_checkpoint(last, "--ckpt_path best").get("callbacks", {})
-        best = next(
-            (
-                s.get("best_model_path")
-                for k, s in states.items()
-                if k.startswith("ModelCheckpoint") and s.get("monitor")  # not `latest`
-            ),
-            None,
-        )
+        best = best_checkpoint_path(load_checkpoint(last, "--ckpt_path best"))
         if not best or not Path(best).exists():
             raise DataError(
                 f"--ckpt_path best: {last} records no existing best checkpoint (is checkpoint.monitor set?)"
