@@ -186,7 +186,17 @@ def command_line_options(config: dict, prefix: str = "") -> dict[str, object]:
 class SaveConfigToLoggers(SaveConfigCallback):
     """``config.yaml`` as Lightning writes it, and the same resolved config in every logger's
     hyper-parameters (the W&B run's config), flat (``command_line_options``): once, on rank 0 (the
-    only rank Lightning calls ``save_config`` on)."""
+    only rank Lightning calls ``save_config`` on).
+
+    Only ``fit`` writes ``config.yaml``; ``test``, ``validate`` and ``predict`` write
+    ``config-<stage>.yaml`` beside it, so testing a run in its own folder keeps the record of how
+    it was trained."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes its TrainerFn enum
+        if stage != "fit":
+            self.config_filename = f"config-{stage}.yaml"
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from casebook_runner import casebook
 
 from casebook.cli import main, wandb_offline_unless_logged_in
@@ -126,6 +127,32 @@ def test_wandb_is_the_default_logger_and_runs_offline_without_credentials(
     assert result.returncode == 0, result.stderr[-2000:]
     assert list((root / "wandb").glob("offline-run-*")), (
         "expected an offline W&B run under default_root_dir"
+    )
+
+
+def test_testing_in_the_fits_folder_keeps_the_fits_config(cli_env, tmp_path, tiny_config):
+    config, root = tiny_config
+    fit = casebook(
+        "fit", "--config", str(config), "--trainer.max_epochs=1", env=cli_env, cwd=tmp_path
+    )
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    tested = casebook(
+        "test",
+        "--config",
+        str(config),
+        "--trainer.limit_test_batches=1",
+        "--ckpt_path",
+        "last",
+        env=cli_env,
+        cwd=tmp_path,
+    )
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    trained = yaml.safe_load((root / "config.yaml").read_text())
+    assert trained["trainer"]["max_epochs"] == 1
+    assert trained["trainer"]["limit_test_batches"] is None  # the fit's, not overwritten by test's
+    assert (
+        yaml.safe_load((root / "config-test.yaml").read_text())["trainer"]["limit_test_batches"]
+        == 1
     )
 
 
