@@ -286,6 +286,9 @@ class OnnxWav2Vec2ForCTC:
             options.inter_op_num_threads = 1
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Worker threads sleep between calls instead of spinning: a spinning pool keeps a core
+            # busy after each utterance and slows whatever runs next on it (torch, another session).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
                 self.sessions[threads] = ort.InferenceSession(
                     str(self.path), options, providers=["CPUExecutionProvider"]
