@@ -1,6 +1,7 @@
 """Task-agnostic Lightning callbacks: gradient norms, clipping, train/valid skew, exact resumes, the
-latest checkpoint, and a prediction writer (`casebook predict` -> one .npy per item). Helpers that
-are not callbacks (report tables, figures, gathering from DDP ranks) live in `casebook.common`.
+latest checkpoint, the validation curve against the clock (CSV), and a prediction writer
+(`casebook predict` -> one .npy per item). Helpers that are not callbacks (report tables,
+figures, gathering from DDP ranks) live in `casebook.common`.
 
 Everything Lightning already ships (LearningRateMonitor, ModelCheckpoint, EarlyStopping,
 EMAWeightAveraging, SpikeDetection, ThroughputMonitor, RichProgressBar) is used from Lightning.
@@ -13,6 +14,7 @@ from callbacks.grad_norm_monitor import GradNormMonitor, NonFiniteError
 from callbacks.latest_checkpoint import LatestCheckpoint
 from callbacks.npy_writer import NpyPredictionWriter
 from callbacks.train_valid_skew import TrainValidSkew
+from callbacks.validation_curve import ValidationCurve
 
 __all__ = [
     "AdaptiveGradClip",
@@ -22,4 +24,5 @@ __all__ = [
     "NonFiniteError",
     "NpyPredictionWriter",
     "TrainValidSkew",
+    "ValidationCurve",
 ]

@@ -58,6 +58,8 @@ def test_teacher_then_student_fit_and_test_write_the_four_error_rates(
     )  # fmt: skip
     teacher = Wav2Vec2ForCTC.from_pretrained(teacher_root / "hf")
     assert teacher.config.num_hidden_layers == 4
+    curve = (teacher_root / "reports" / "validation_curve.csv").read_text().splitlines()
+    assert {"step", "minutes", "val/wer", "val/cer"} <= set(curve[0].split(",")) and len(curve) > 1
     # the teacher's test in this process (an interpreter start costs more than the test itself)
     monkeypatch.setenv("CASEBOOK_CACHE", speech_env["CASEBOOK_CACHE"])
     main([
