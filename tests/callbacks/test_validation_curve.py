@@ -1,6 +1,7 @@
 import csv
 
 import lightning as L
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tiny_task import TinyDataModule, TinyRegressor
@@ -62,6 +63,17 @@ def test_a_resumed_fit_continues_the_curve_and_a_new_fit_starts_a_new_one(tmp_pa
 
     fit(tmp_path, max_epochs=1)  # no checkpoint given: a new run
     assert [int(r["epoch"]) for r in curve(tmp_path)] == [0]
+
+
+def test_a_resumed_fit_counts_on_from_the_checkpoints_training_minutes(tmp_path):
+    fit(tmp_path, max_epochs=2)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    (key,) = [k for k in checkpoint["callbacks"] if "ValidationCurve" in k]
+    checkpoint["callbacks"][key]["seconds"] = 6000.0  # as if 100 minutes had been trained
+    torch.save(checkpoint, last)
+    fit(tmp_path, max_epochs=3, ckpt_path=last)
+    assert float(curve(tmp_path)[2]["minutes"]) >= 100
 
 
 def test_rows_an_interrupted_run_wrote_after_its_checkpoint_are_dropped_on_resume(tmp_path):

@@ -178,7 +178,7 @@ def test_static_int8_without_its_data_config_stops_in_one_line(teacher_dir, tmp_
 
 def test_onnx_worker_threads_sleep_between_calls(onnx_files):
     """A spinning ONNX Runtime pool kept a core busy after each utterance: in bench.speech the
-    torch models that ran next on 2 threads were 2-6x slower than on 1 (2026-12-07)."""
+    torch models that ran next on 2 threads were 2-5x slower than on 1 (2026-12-07)."""
     ort_model = onnx_export.OnnxWav2Vec2ForCTC(onnx_files["float"])
     for threads in (1, 2):
         options = ort_model.session(threads).get_session_options()
