@@ -84,8 +84,14 @@ def run_member(
     """fit + test of the shipped config on one member and seed, then a test of the same
     checkpoint on a fresh long path of the same market; the metrics and times. `reuse` skips the
     fit when the run's folder already holds a checkpoint (to re-score earlier fits)."""
-    root = base / f"{name}-seed{seed}"
-    common = market_options(name, seed, extra)
+    common, fresh = market_options(name, seed, extra), fresh_options(name, seed, extra)
+    metrics = fit_and_test(base / f"{name}-seed{seed}", common, fresh, reuse)
+    return {"member": name, "seed": seed, **metrics}
+
+
+def fit_and_test(root: Path, common: list[str], fresh: list[str], reuse: bool = False) -> dict:
+    """`casebook fit` with `common` into `root`, `casebook test --ckpt_path best`, then the same
+    checkpoint (and the last epoch's, if another) tested with `fresh`: test/*, fresh/*, fit time."""
     started = time.perf_counter()
     fit_seconds = float("nan")  # a reused fit was not timed here
     last = root / "checkpoints" / "last.ckpt"
@@ -93,7 +99,6 @@ def run_member(
         casebook_cli(["fit", *common, f"--trainer.default_root_dir={root}"])
         fit_seconds = time.perf_counter() - started
     metrics = tested(common, root, "best")
-    fresh = fresh_options(name, seed, extra)
     # the checkpoint `--ckpt_path best` tested (a refit into the same folder leaves older files)
     last_state = torch.load(last, map_location="cpu", weights_only=True)
     kept = Path(best_checkpoint_path(last_state))
@@ -105,7 +110,7 @@ def run_member(
     if kept_step != last_state["global_step"]:
         picked = tested(fresh, root / "fresh_last", last)
     metrics["fresh/last_sharpe"] = picked["test/sharpe"]
-    return {"member": name, "seed": seed, "fit_seconds": fit_seconds, **metrics}
+    return {"fit_seconds": fit_seconds, **metrics}
 
 
 def tested(options: list[str], root: Path, checkpoint: str | Path) -> dict:
@@ -116,11 +121,14 @@ def tested(options: list[str], root: Path, checkpoint: str | Path) -> dict:
     return json.loads((root / "test_metrics.json").read_text())
 
 
-def summarize(results: list[dict]) -> list[dict]:
+def summarize(results: list[dict], has_edge=lambda name: MEMBERS[name][0] != "none") -> list[dict]:
+    """One row per member: means (worst seed) of the agent's Sharpe and its share of the best
+    rule's, on the test split and on the fresh path; `has_edge(member)` is False for markets with
+    nothing to find (a share of a rule's luck on pure noise means nothing)."""
     rows = []
     for name in dict.fromkeys(r["member"] for r in results):
         runs = [r for r in results if r["member"] == name]
-        edge = MEMBERS[name][0] != "none"  # a share of a rule's luck on pure noise means nothing
+        edge = has_edge(name)
 
         def mean(key: str, runs=runs) -> float:
             return statistics.mean(r[key] for r in runs)
