@@ -197,25 +197,31 @@ def main() -> None:
     results = []
     for name in args.members:
         for seed in args.seeds:
-            result = run_member(name, seed, args.extra, args.reuse, args.root)
-            results.append(result)
-            print(
-                f"{name} seed {seed}: agent {result['test/sharpe']:.2f}, best rule "
-                f"{result['test/rule_best_sharpe']:.2f}; fresh path: agent "
-                f"{result['fresh/sharpe']:.2f}, rule {result['fresh/rule_best_sharpe']:.2f}; "
-                f"fit {result['fit_seconds']:.0f} s",
-                flush=True,
-            )
-    info = machine()
-    rows = summarize(results)
+            results.append(run_member(name, seed, args.extra, args.reuse, args.root))
+            print_run(results[-1])
+    report("trading_family", "on the planted family, test split", summarize(results), results, args)
+
+
+def print_run(result: dict) -> None:
+    """One line per fit, as the benchmark goes."""
     print(
-        f"\nShipped config (configs/ppo_trader.yaml) on the planted family, test split, 5 bp costs; "
+        f"{result['member']} seed {result['seed']}: agent {result['test/sharpe']:.2f}, best rule "
+        f"{result['test/rule_best_sharpe']:.2f}; fresh path: agent "
+        f"{result['fresh/sharpe']:.2f}, rule {result['fresh/rule_best_sharpe']:.2f}; "
+        f"fit {result['fit_seconds']:.0f} s",
+        flush=True,
+    )
+
+
+def report(name: str, what: str, rows: list[dict], results: list[dict], args) -> None:
+    """Prints the table with the date, the CPU and its ISA flags and the load; saves the JSON."""
+    info = machine()
+    print(
+        f"\nShipped config (configs/ppo_trader.yaml) {what}, 5 bp costs; "
         f"{info['date']}, {cpu_line()}, load {info['load_average']}"
     )
     print(markdown_table(rows))
-    path = write_results(
-        "trading_family", {"machine": info, "rows": rows, "runs": results, "args": vars(args)}
-    )
+    path = write_results(name, {"machine": info, "rows": rows, "runs": results, "args": vars(args)})
     print(f"saved {path}")
 
 

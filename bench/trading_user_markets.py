@@ -31,9 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import cpu_line, machine, write_results
-from bench.trading_family import fit_and_test, summarize
-from casebook.common.tables import markdown_table
+from bench.trading_family import fit_and_test, print_run, report, summarize
 
 ROOT = Path("runs/bench/trading_user_markets")
 FRESH_YEARS, FRESH_SEED_OFFSET = 100, 1000
@@ -123,28 +121,11 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for name in args.markets:
-            result = run_market(name, seed, args.extra, args.root)
-            results.append(result)
-            print(
-                f"{name} seed {seed}: agent {result['test/sharpe']:.2f}, best rule "
-                f"{result['test/rule_best_sharpe']:.2f}; fresh path: agent "
-                f"{result['fresh/sharpe']:.2f}, rule {result['fresh/rule_best_sharpe']:.2f}; "
-                f"fit {result['fit_seconds']:.0f} s",
-                flush=True,
-            )
+            results.append(run_market(name, seed, args.extra, args.root))
+            print_run(results[-1])
     results.sort(key=lambda r: list(MARKETS).index(r["member"]))
-    info = machine()
     rows = summarize(results, has_edge=lambda name: MARKETS[name].ar != 0)
-    print(
-        f"\nShipped config (configs/ppo_trader.yaml) on user-built CSV markets, 5 bp costs; "
-        f"{info['date']}, {cpu_line()}, load {info['load_average']}"
-    )
-    print(markdown_table(rows))
-    path = write_results(
-        "trading_user_markets",
-        {"machine": info, "rows": rows, "runs": results, "args": vars(args)},
-    )
-    print(f"saved {path}")
+    report("trading_user_markets", "on user-built CSV markets", rows, results, args)
 
 
 if __name__ == "__main__":
