@@ -4,9 +4,11 @@ switches")."""
 
 from lightning_modules.common.layers import Init, Norm, init_weights, make_norm
 from lightning_modules.common.optim import (
+    LeanAdamW,
     Optimization,
     Schedule,
     build_scheduler,
+    clip_grad_norm,
     configure_adamw,
     decay_groups,
     lr_multiplier,
@@ -15,10 +17,12 @@ from lightning_modules.common.optim import (
 
 __all__ = [
     "Init",
+    "LeanAdamW",
     "Norm",
     "Optimization",
     "Schedule",
     "build_scheduler",
+    "clip_grad_norm",
     "configure_adamw",
     "decay_groups",
     "init_weights",

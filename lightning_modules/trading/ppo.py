@@ -29,8 +29,10 @@ from torch import Tensor
 from datamodules.hparams import from_plain, plain_hyperparameters
 from datamodules.trading.env import ActionMode
 from lightning_modules.common import (
+    LeanAdamW,
     Optimization,
     Schedule,
+    clip_grad_norm,
     configure_adamw,
     lr_multiplier,
     time_budget_used,
@@ -178,10 +180,12 @@ class PPOTrader(TradingAgent):
         chosen = {id(p) for p in highway}
         deep = [p for p in self.parameters() if id(p) not in chosen]
         optimization = replace(Optimization.of(hp), eps=1e-5)  # CleanRL's eps
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
+        # Fused AdamW without torch's per-step bookkeeping, which costs more than the update of
+        # these small tensors (LeanAdamW); other devices get plain AdamW.
+        lean = {"optimizer_class": LeanAdamW} if self.device.type in ("cpu", "cuda") else {}
         deep_groups = [{"params": deep, "lr": hp.lr * hp.deep_lr_ratio}]
         # No scheduler: manual optimization sets the rate each iteration (set_learning_rate).
-        configured = configure_adamw(self, deep_groups, optimization, scheduled=False, **fused)
+        configured = configure_adamw(self, deep_groups, optimization, scheduled=False, **lean)
         optimizer = configured["optimizer"]
         if highway:  # one group, never decayed
             optimizer.add_param_group({"params": highway, "weight_decay": 0.0, "lr": hp.lr})
@@ -355,12 +359,11 @@ class PPOTrader(TradingAgent):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Module hooks run after callbacks': GradNormMonitor has already read the unclipped norms.
-        # torch's clip rather than Lightning's `clip_gradients`, which refuses fused optimizers
-        # under mixed precision; at this hook the gradients are unscaled (bf16 has no scaler).
+        # torch's clip (as `clip_grad_norm`, without its per-call grouping) rather than
+        # Lightning's `clip_gradients`, which refuses fused optimizers under mixed precision; at
+        # this hook the gradients are unscaled (bf16 has no scaler).
         if self.config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(
-                self.parameters(), self.config.max_grad_norm, foreach=True
-            )
+            clip_grad_norm(self.parameters(), self.config.max_grad_norm)
 
     # ------------------------------------------------------------------ casebook doctor
     # A supervised view of the agent for `casebook doctor`, since training_step gathers its own

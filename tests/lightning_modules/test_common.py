@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from lightning_modules.common import (
+    LeanAdamW,
     Optimization,
     build_scheduler,
+    clip_grad_norm,
     configure_adamw,
     decay_groups,
     init_weights,
@@ -202,3 +204,98 @@ def test_configure_adamw_returns_none_when_nothing_trains():
     frozen = nn.Linear(4, 4).requires_grad_(False)
     assert configure_adamw(steps_module(), frozen.parameters(), Optimization(lr=1.0)) is None
     assert configure_adamw(steps_module(), [], Optimization(lr=1.0)) is None
+
+
+def _two_layer_copies():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    other = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    other.load_state_dict(model.state_dict())
+    return model, other
+
+
+def _groups(model):
+    return [
+        {"params": [model[0].weight, model[2].weight], "weight_decay": 0.1},
+        {"params": [model[0].bias], "weight_decay": 0.0, "lr": 3e-3},
+        {"params": [model[2].bias], "weight_decay": 0.0},
+    ]
+
+
+def _loss(model, step):
+    generator = torch.Generator().manual_seed(step)
+    x, y = torch.randn(16, 5, generator=generator), torch.randn(16, 3, generator=generator)
+    return ((model(x) - y) ** 2).mean()
+
+
+def test_lean_adamw_updates_exactly_as_torchs_fused_adamw_and_shares_its_state():
+    lean_model, torch_model = _two_layer_copies()
+    lean = LeanAdamW(_groups(lean_model), lr=1e-2, eps=1e-5)
+    reference = torch.optim.AdamW(_groups(torch_model), lr=1e-2, eps=1e-5, fused=True)
+    lean_model[2].bias.requires_grad_(False)  # no gradient for a while: left alone
+    torch_model[2].bias.requires_grad_(False)
+    for step in range(8):
+        if step == 3:  # it gains its first gradient: its state is created on the way
+            lean_model[2].bias.requires_grad_(True)
+            torch_model[2].bias.requires_grad_(True)
+        if step == 5:  # a new rate between steps, as PPO's annealing sets it
+            for group in lean.param_groups + reference.param_groups:
+                group["lr"] *= 0.5
+        for model, optimizer in ((lean_model, lean), (torch_model, reference)):
+            optimizer.zero_grad()
+            if step % 2:  # through a closure too, as Lightning calls it
+                optimizer.step(lambda m=model, s=step: _loss(m, s).backward())
+            else:
+                _loss(model, step).backward()
+                optimizer.step()
+        for mine, theirs in zip(lean_model.parameters(), torch_model.parameters()):
+            assert torch.equal(mine, theirs), step
+    assert lean.state[lean_model[2].bias]["step"].item() == 5
+    # Its state_dict is AdamW's: each loads the other's and both continue identically.
+    torch_on_lean = torch.optim.AdamW(_groups(lean_model), lr=1e-2, eps=1e-5, fused=True)
+    torch_on_lean.load_state_dict(lean.state_dict())
+    lean_on_torch = LeanAdamW(_groups(torch_model), lr=1e-2, eps=1e-5)
+    lean_on_torch.load_state_dict(reference.state_dict())
+    for model, optimizer in ((lean_model, torch_on_lean), (torch_model, lean_on_torch)):
+        optimizer.zero_grad()
+        _loss(model, 99).backward()
+        optimizer.step()
+    for mine, theirs in zip(lean_model.parameters(), torch_model.parameters()):
+        assert torch.equal(mine, theirs)
+
+
+def test_lean_adamw_takes_torchs_step_for_what_it_does_not_cover(monkeypatch):
+    model, _ = _two_layer_copies()
+    optimizer = LeanAdamW(model.parameters(), lr=1e-2, amsgrad=True)
+    calls = []
+    original = torch.optim.AdamW.step
+    monkeypatch.setattr(
+        torch.optim.AdamW, "step", lambda self, closure=None: calls.append(1) or original(self)
+    )
+    for step in range(3):
+        optimizer.zero_grad()
+        _loss(model, step).backward()
+        optimizer.step()
+    assert len(calls) == 3  # amsgrad: every step is torch's
+    plain = LeanAdamW(model.parameters(), lr=1e-2)
+    for step in range(3):
+        plain.zero_grad()
+        _loss(model, step).backward()
+        plain.step()
+    assert len(calls) == 4  # only the first, which creates the state
+
+
+def test_clip_grad_norm_scales_as_torchs_and_returns_the_norm_before_clipping():
+    for max_norm in (0.01, 1e6):  # clipped, and left alone
+        mine, theirs = _two_layer_copies()
+        for model in (mine, theirs):
+            _loss(model, 0).backward()
+        mine[2].bias.grad = None  # a parameter without a gradient is skipped
+        theirs[2].bias.grad = None
+        norm = clip_grad_norm(mine.parameters(), max_norm)
+        expected = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm, foreach=True)
+        assert torch.allclose(norm, expected)
+        for a, b in zip(mine.parameters(), theirs.parameters()):
+            assert (a.grad is None and b.grad is None) or torch.allclose(a.grad, b.grad)
+    assert (norm > 0.01).item()  # the first case did clip
+    assert clip_grad_norm(nn.Linear(2, 2).parameters(), 1.0).item() == 0.0  # no gradients
