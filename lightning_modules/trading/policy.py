@@ -87,7 +87,8 @@ class TradingPolicy(nn.Module):
 
     def reset_parameters(self, init: Init = "orthogonal") -> None:
         """Orthogonal init as in PPO implementations (Engstrom et al. 2020; CleanRL): gain √2 for
-        hidden layers, 0.01 for the policy head (near-uniform first policy), 1 for the value head.
+        hidden layers, 0.01 for the policy head (near-uniform first policy), 1 for the value head
+        (0.01 there kept 77% of a weak edge against 99%: bench/README.md, "Defaults that learn").
         `init` swaps the hidden layers' scheme (xavier, kaiming, or PyTorch's default); the
         heads keep theirs, which set the first policy and value scales."""
         init_weights(self, init, gain=math.sqrt(2))
