@@ -48,29 +48,41 @@ class PriceBars:
 Problem = tuple[np.ndarray, Callable[[int], str]]
 
 
-def raise_first_problem(label: str, first_row: int, problems: list[Problem]) -> None:
-    """Raise for the earliest flagged row; on a tie the problem listed first wins.
+def raise_first_problem(label: str, rows: int | np.ndarray, problems: list[Problem]) -> None:
+    """Raise for the flagged row nearest the top of the file; on a tie the problem listed first
+    wins.
 
     Each problem is (mask over rows, function of the row's index returning its description).
+    `rows` is each index's row in the file, or the first index's row when they run in file order.
     """
-    best: tuple[int, int] | None = None
+    best: tuple[int, int, int] | None = None  # (file row, problem, index)
     for order, (mask, _) in enumerate(problems):
         hits = np.flatnonzero(mask)
-        if len(hits) and (best is None or hits[0] < best[0]):
-            best = (int(hits[0]), order)
+        if not len(hits):
+            continue
+        numbers = rows + hits if isinstance(rows, int) else rows[hits]
+        top = int(np.argmin(numbers))
+        if best is None or numbers[top] < best[0]:
+            best = (int(numbers[top]), order, int(hits[top]))
     if best is not None:
-        i, order = best
-        raise DataError(f"{label}: row {first_row + i}: {problems[order][1](i)}")
+        row, order, i = best
+        raise DataError(f"{label}: row {row}: {problems[order][1](i)}")
 
 
-def check_bars(bars: PriceBars, label: str, first_row: int = 1) -> PriceBars:
-    """Raise `DataError` on the first row that is NaN, non-positive, high < low or out of date order."""
+def check_bars(
+    bars: PriceBars, label: str, first_row: int = 1, rows: np.ndarray | None = None
+) -> PriceBars:
+    """Raise `DataError` on the first row that is NaN, non-positive, high < low or out of date order.
+
+    `rows`: each bar's row in the file when the file's order was not the bars' (newest first).
+    """
+    rows = first_row + np.arange(len(bars)) if rows is None else rows
     problems: list[Problem] = []
     for column in (*PRICE_COLUMNS, "volume"):
         values = getattr(bars, column)
         problems.append((np.isnan(values), lambda i, c=column: f"{c} is NaN"))
         problems.append((np.isinf(values), lambda i, c=column: f"{c} is not finite"))
-    raise_first_problem(label, first_row, problems)
+    raise_first_problem(label, rows, problems)
 
     problems = []
     for column in PRICE_COLUMNS:
@@ -90,17 +102,16 @@ def check_bars(bars: PriceBars, label: str, first_row: int = 1) -> PriceBars:
     def day(i: int) -> str:
         return str(bars.dates[i].date())
 
-    problems.append((same, lambda i: f"duplicate date {day(i)} (same as row {first_row + i - 1})"))
+    problems.append((same, lambda i: f"duplicate date {day(i)} (same as row {rows[i - 1]})"))
     problems.append(
         (
             earlier,
             lambda i: (
-                f"date {day(i)} is earlier than row {first_row + i - 1} ({day(i - 1)}); "
-                "sort rows by date"
+                f"date {day(i)} is earlier than row {rows[i - 1]} ({day(i - 1)}); sort rows by date"
             ),
         )
     )
-    raise_first_problem(label, first_row, problems)
+    raise_first_problem(label, rows, problems)
     return bars
 
 
@@ -137,7 +148,9 @@ def _parse_dates(text: pd.Series) -> pd.Series:
 def read_price_csv(path: str | Path) -> PriceBars:
     """One asset from a CSV with columns date, open, high, low, close, volume (any case, any order).
 
-    Other columns are ignored. The asset is named after the file stem.
+    Other columns are ignored. The asset is named after the file stem. Rows run oldest first, or
+    newest first throughout (as some brokers' and exchanges' exports do; they are reversed);
+    any other order is an error naming the first row out of place.
     """
     label = str(path)
     path = Path(path)
@@ -196,7 +209,12 @@ def read_price_csv(path: str | Path) -> PriceBars:
             )
         )
     raise_first_problem(label, first_row, problems)
+    rows = first_row + np.arange(len(frame))
+    order = dates.to_numpy()
+    if len(order) > 1 and (order[1:] < order[:-1]).all():  # newest first, as some exports are
+        rows, dates = rows[::-1], dates[::-1]
+        numbers = {column: values[::-1].copy() for column, values in numbers.items()}
     bars = PriceBars(
         name=path.stem, dates=pd.DatetimeIndex(dates).as_unit("ns"), **numbers, origin=label
     )
-    return check_bars(bars, label, first_row=first_row)
+    return check_bars(bars, label, rows=rows)

@@ -64,6 +64,22 @@ def test_csv_error_names_file_row_and_problem(tmp_path, row_2, expected):
     assert message.startswith(f"{path}: {expected}")
 
 
+def test_csv_newest_first_is_read_oldest_first_and_errors_name_the_files_row(tmp_path):
+    ascending = read_price_csv(write_csv(tmp_path, GOOD_ROWS))
+    newest_first = read_price_csv(write_csv(tmp_path, GOOD_ROWS[::-1]))
+    assert list(newest_first.dates) == list(ascending.dates)
+    for column in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(getattr(newest_first, column), getattr(ascending, column))
+    # file rows 2-4 hold 01-04, 01-03, 01-02; both bad rows are flagged, the file's upper one wins
+    bad = [GOOD_ROWS[2], "2019-01-03,10.5,9,10,10.8,120", "2019-01-02,10,11,9,10.5,-1"]
+    with pytest.raises(DataError, match=r"prices\.csv: row 3: high \(9\) is below low \(10\)$"):
+        read_price_csv(write_csv(tmp_path, bad))
+    # not monotonic either way: an error naming the first row out of place
+    mixed = [GOOD_ROWS[1], GOOD_ROWS[0], GOOD_ROWS[2]]
+    with pytest.raises(DataError, match=r"row 3: date 2019-01-02 is earlier than row 2 "):
+        read_price_csv(write_csv(tmp_path, mixed))
+
+
 def test_csv_missing_file_and_missing_column_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match=r"^.*nowhere\.csv: file not found$"):
         read_price_csv(tmp_path / "nowhere.csv")
