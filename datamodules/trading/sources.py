@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from lightning.pytorch.utilities import rank_zero_warn
 
 from casebook.common.errors import DataError
 
@@ -148,7 +149,8 @@ def _parse_dates(text: pd.Series) -> pd.Series:
 def read_price_csv(path: str | Path) -> PriceBars:
     """One asset from a CSV with columns date, open, high, low, close, volume (any case, any order).
 
-    Other columns are ignored. The asset is named after the file stem. Rows run oldest first, or
+    Volume may be absent (taken as 0: its feature is flat), and so may open, high and low
+    together (each taken as the close); either is warned about. Other columns are ignored. The asset is named after the file stem. Rows run oldest first, or
     newest first throughout (as some brokers' and exchanges' exports do; they are reversed);
     any other order is an error naming the first row out of place.
     """
@@ -169,12 +171,26 @@ def read_price_csv(path: str | Path) -> PriceBars:
         if key in CSV_COLUMNS and key in columns:
             raise DataError(f"{label}: column '{key}' appears twice")
         columns[key] = original
-    for required in CSV_COLUMNS:
-        if required not in columns:
-            found = ", ".join(str(c) for c in frame.columns)
-            raise DataError(f"{label}: missing column '{required}' (found: {found})")
-    frame = frame[[columns[c] for c in CSV_COLUMNS]].fillna("")
-    frame.columns = list(CSV_COLUMNS)
+    found = ", ".join(str(c) for c in frame.columns)
+    # Full bars, bars without volume (FX, many indices), or closes alone (index levels, FRED):
+    # what is absent is filled, and said; a partial open/high/low set is a typo, refused.
+    bars_given = [c for c in ("open", "high", "low") if c in columns]
+    required = ["date", "close", *(("open", "high", "low") if bars_given else ())]
+    for name in required:
+        if name not in columns:
+            raise DataError(f"{label}: missing column '{name}' (found: {found})")
+    absent = [c for c in CSV_COLUMNS if c not in columns]
+    frame = frame[[columns[c] for c in CSV_COLUMNS if c in columns]].fillna("")
+    frame.columns = [c for c in CSV_COLUMNS if c in columns]
+    for name in absent:
+        frame[name] = frame["close"] if name != "volume" else "0"
+    frame = frame[list(CSV_COLUMNS)]
+    if absent:
+        uses = ["the close as open, high and low"] if not bars_given else []
+        uses += ["volume 0 (a flat volume feature)"] if "volume" in absent else []
+        rank_zero_warn(
+            f"{label}: no {'/'.join(absent)} column (found: {found}); using {' and '.join(uses)}"
+        )
     frame = frame.apply(lambda column: column.str.strip())
     # A blank line at the very end is an editor artefact, not a NaN row.
     filled = (frame != "").any(axis=1).to_numpy()
@@ -198,6 +214,8 @@ def read_price_csv(path: str | Path) -> PriceBars:
         raw = frame[column]
         text = raw.to_numpy()
         numbers[column] = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        if column in absent:  # a copy of the close (checked as the close) or zeros
+            continue
         empty = text == ""
         literal_nan = raw.str.lower().isin(["nan", "na", "n/a", "null", "none"]).to_numpy()
         problems.append((empty, lambda i, c=column: f"{c} is missing"))

@@ -83,6 +83,33 @@ def test_csv_newest_first_is_read_oldest_first_and_errors_name_the_files_row(tmp
 def test_csv_missing_file_and_missing_column_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match=r"^.*nowhere\.csv: file not found$"):
         read_price_csv(tmp_path / "nowhere.csv")
-    path = write_csv(tmp_path, GOOD_ROWS, header="date,open,high,low,close,vol")
-    with pytest.raises(DataError, match=r"prices\.csv: missing column 'volume' \(found: "):
+    # open/low given without high: a typo, not a close-only file
+    path = write_csv(tmp_path, GOOD_ROWS, header="date,open,hgh,low,close,volume")
+    with pytest.raises(DataError, match=r"prices\.csv: missing column 'high' \(found: date, op"):
         read_price_csv(path)
+    path = write_csv(
+        tmp_path, [r.split(",", 1)[1] for r in GOOD_ROWS], "open,high,low,close,volume"
+    )
+    with pytest.raises(DataError, match=r"prices\.csv: missing column 'date' \(found: "):
+        read_price_csv(path)
+
+
+def test_csv_without_volume_or_with_closes_alone_is_filled_and_said(tmp_path):
+    full = read_price_csv(write_csv(tmp_path, GOOD_ROWS))
+    no_volume = [r.rsplit(",", 1)[0] for r in GOOD_ROWS]
+    with pytest.warns(
+        UserWarning, match=r"prices\.csv: no volume column \(found: Date, .*volume 0"
+    ):
+        bars = read_price_csv(write_csv(tmp_path, no_volume, header="Date,Open,High,Low,Close"))
+    np.testing.assert_array_equal(bars.volume, [0, 0, 0])
+    np.testing.assert_array_equal(bars.high, full.high)
+    closes = [f"{r.split(',')[0]},{r.split(',')[4]}" for r in GOOD_ROWS]
+    with pytest.warns(UserWarning, match=r"no open/high/low/volume column .*close as open, high"):
+        bars = read_price_csv(write_csv(tmp_path, closes, header="date,close"))
+    for column in ("open", "high", "low"):
+        np.testing.assert_array_equal(getattr(bars, column), full.close)
+    # a bad close is named as the close, in the file's row
+    closes[1] = "2019-01-03,abc"
+    bad_close = pytest.raises(DataError, match=r"row 3: close is not a number \('abc'\)$")
+    with bad_close, pytest.warns(UserWarning, match="no open/high/low/volume column"):
+        read_price_csv(write_csv(tmp_path, closes, header="date,close"))
