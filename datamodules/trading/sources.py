@@ -186,8 +186,14 @@ def read_price_csv(path: str | Path) -> PriceBars:
         frame[name] = frame["close"] if name != "volume" else "0"
     frame = frame[list(CSV_COLUMNS)]
     if absent:
-        uses = ["the close as open, high and low"] if not bars_given else []
-        uses += ["volume 0 (a flat volume feature)"] if "volume" in absent else []
+        uses = []
+        if not bars_given:
+            uses.append(
+                "the close as open, high and low (a fill at the next open is then one at the next"
+                " close, a day late: --data.execution close fills at the decision day's close)"
+            )
+        if "volume" in absent:
+            uses.append("volume 0 (a flat volume feature)")
         rank_zero_warn(
             f"{label}: no {'/'.join(absent)} column (found: {found}); using {' and '.join(uses)}"
         )

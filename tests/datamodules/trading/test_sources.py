@@ -104,7 +104,10 @@ def test_csv_without_volume_or_with_closes_alone_is_filled_and_said(tmp_path):
     np.testing.assert_array_equal(bars.volume, [0, 0, 0])
     np.testing.assert_array_equal(bars.high, full.high)
     closes = [f"{r.split(',')[0]},{r.split(',')[4]}" for r in GOOD_ROWS]
-    with pytest.warns(UserWarning, match=r"no open/high/low/volume column .*close as open, high"):
+    with pytest.warns(
+        UserWarning,
+        match=r"no open/high/low/volume column .*close as open, high.*--data\.execution close",
+    ):
         bars = read_price_csv(write_csv(tmp_path, closes, header="date,close"))
     for column in ("open", "high", "low"):
         np.testing.assert_array_equal(getattr(bars, column), full.close)
