@@ -218,11 +218,11 @@ class TemporalConvPolicy(TradingPolicy):
         observation_shape: tuple[int, int, int],
         num_actions: int,
         continuous: bool = False,
-        width: int = 32,
+        width: int = 24,
         depth: int = 4,
         time_patch: int = 8,
         kernel_size: int = 3,
-        expansion: int = 2,
+        expansion: int = 1,
         norm: Norm = "none",
         activation: Activation = "relu",
         position: bool = True,
@@ -238,7 +238,9 @@ class TemporalConvPolicy(TradingPolicy):
             observation_shape: (channels, window, features) of the market tensor (from the data).
             num_actions: 3 (short/flat/long), 2 (flat/long) or 1 (continuous; from the data).
             continuous: a Gaussian position instead of discrete actions (from the data).
-            width: channels of the residual trunk.
+            width: channels of the residual trunk. 24 and `expansion` 1, as
+                configs/ppo_trader.yaml ships (32 and 2 until 2026-12-07: 1.4x the cost of a
+                PPO minibatch, the same learning; bench/README.md, "Defaults that learn").
             depth: residual blocks.
             time_patch: days per time patch of the stem (the window is padded to a multiple).
             kernel_size: patches each depthwise convolution spans (odd).
@@ -376,7 +378,9 @@ class SquareConvPolicy(TradingPolicy):
             observation_shape: (channels, window, features) of the market tensor (from the data).
             num_actions: 3, 2 or 1 (continuous; from the data).
             continuous: a Gaussian position instead of discrete actions (from the data).
-            width: channels of the residual trunk.
+            width: channels of the residual trunk. 24 and `expansion` 1, as
+                configs/ppo_trader.yaml ships (32 and 2 until 2026-12-07: 1.4x the cost of a
+                PPO minibatch, the same learning; bench/README.md, "Defaults that learn").
             depth: residual blocks.
             norm: group, layer, batch or none.
             coord_channels: add CoordConv maps along time and features.

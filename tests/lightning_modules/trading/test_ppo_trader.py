@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from casebook_runner import casebook
 
 from datamodules.trading import MarketDataModule, SyntheticMarket, write_market_csv
@@ -18,12 +19,18 @@ from lightning_modules.trading import A2CTrader, PPOConfig, PPOTrader, TemporalC
 from lightning_modules.trading.evaluation import backtest_positions, ensemble_weights
 
 REPO = Path(__file__).resolve().parents[3]
-# A small planted market (10 years, AR(1) 0.4 momentum) and an agent sized like the shipped
-# config but with smaller windows: a fit takes seconds.
+# A small planted market (10 years, AR(1) 0.4 momentum) and the shipped config's policy (read
+# from it) with smaller windows and rollouts: a fit takes seconds.
 SMALL_MARKET = dict(
     source="synthetic", window=8, num_envs=32, episode_length=64, iterations_per_epoch=8
 )
-SMALL_AGENT = dict(ppo=PPOConfig(num_minibatches=4), lr=1e-3, deep_lr_ratio=0.05)
+SHIPPED = yaml.safe_load((REPO / "configs" / "ppo_trader.yaml").read_text())["model"]["init_args"]
+SMALL_AGENT = dict(
+    policy=partial(TemporalConvPolicy, **SHIPPED["policy"]["init_args"]),
+    ppo=PPOConfig(num_minibatches=4),
+    lr=1e-3,
+    deep_lr_ratio=SHIPPED["deep_lr_ratio"],
+)
 
 
 def fit(tmp_path, signal="momentum", strength=0.4, epochs=6, agent=PPOTrader, seed=0, **data):
@@ -56,7 +63,8 @@ def fit(tmp_path, signal="momentum", strength=0.4, epochs=6, agent=PPOTrader, se
 def test_ppo_captures_most_of_a_planted_edge_on_unseen_days(tmp_path):
     trainer, model = fit(tmp_path)
     test, _ = model.backtester.evaluate("test", [model.policy], [1.0], model.device, interval=True)
-    assert test["sharpe"] >= 0.5 * test["rule_best_sharpe"]  # 0.6-0.95 measured over seeds
+    # 0.66-1.09 over seeds 0-4 with the shipped policy (with the 32-wide, 2x one: 0.41-0.89)
+    assert test["sharpe"] >= 0.5 * test["rule_best_sharpe"]
     assert test["sharpe"] > test["buy_and_hold_sharpe"] + 1.0
     assert test["sharpe"] > test["random_sharpe"] + 2.0
     assert test["sharpe_ci_low"] > 0  # and the report would call it an edge
