@@ -150,9 +150,10 @@ def read_price_csv(path: str | Path) -> PriceBars:
     """One asset from a CSV with columns date, open, high, low, close, volume (any case, any order).
 
     Volume may be absent (taken as 0: its feature is flat), and so may open, high and low
-    together (each taken as the close); either is warned about. Other columns are ignored. The asset is named after the file stem. Rows run oldest first, or
-    newest first throughout (as some brokers' and exchanges' exports do; they are reversed);
-    any other order is an error naming the first row out of place.
+    together (each taken as the close); either is warned about. Other columns are ignored. The
+    asset is named after the file stem. Rows run oldest first, or newest first throughout (as
+    some brokers' and exchanges' exports do; they are reversed); any other order is an error
+    naming the first row out of place.
     """
     label = str(path)
     path = Path(path)
