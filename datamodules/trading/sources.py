@@ -73,7 +73,7 @@ def raise_first_problem(label: str, rows: int | np.ndarray, problems: list[Probl
 def check_bars(
     bars: PriceBars, label: str, first_row: int = 1, rows: np.ndarray | None = None
 ) -> PriceBars:
-    """Raise `DataError` on the first row that is NaN, non-positive, high < low or out of date order.
+    """Raise `DataError` on the first row that is NaN, non-positive, high < low or out of order.
 
     `rows`: each bar's row in the file when the file's order was not the bars' (newest first).
     """
