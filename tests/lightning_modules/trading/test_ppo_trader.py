@@ -244,6 +244,35 @@ def test_a_module_built_in_python_saves_a_checkpoint_a_safe_load_reads(tmp_path,
     assert checkpoint["datamodule_hyper_parameters"]["synthetic"]["days"] == 2500
 
 
+# Every way Python code reads a tensor's value back to the host (each a device sync on CUDA).
+HOST_READS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__float__", "__int__",
+              "__index__")  # fmt: skip
+
+
+def test_the_rollout_reads_no_tensor_back_to_the_host(tmp_path, monkeypatch):
+    """The CUDA test's property on any machine: while the env steps and the policy acts, no
+    tensor value reaches Python (an `if done.any():` or a `.item()` would be a sync per step)."""
+    _, model = fit(tmp_path, epochs=1)
+    model.data.train_env.to(model.device)
+    reads = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def trapped(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, trapped)
+    rollout, _ = model.collect_rollout()
+    during_rollout = list(reads)
+    done = rollout.done[-1]
+    bool(done.any()), int(done.sum()), done.tolist()  # what the trap must catch
+    monkeypatch.undo()
+    assert during_rollout == []
+    assert reads == ["__bool__", "__int__", "tolist"]
+    assert rollout.reward.shape == (model.config.rollout_steps, model.data.train_env.num_envs)
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (none on this machine)")
 
 
