@@ -17,6 +17,7 @@ from casebook_runner import casebook
 from datamodules.trading import MarketDataModule, SyntheticMarket, write_market_csv
 from lightning_modules.trading import A2CTrader, PPOConfig, PPOTrader, TemporalConvPolicy
 from lightning_modules.trading.evaluation import backtest_positions, ensemble_weights
+from lightning_modules.trading.ppo import compute_gae
 
 REPO = Path(__file__).resolve().parents[3]
 # A small planted market (10 years, AR(1) 0.4 momentum) and the shipped config's policy (read
@@ -249,11 +250,13 @@ HOST_READS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__float_
               "__index__")  # fmt: skip
 
 
-def test_the_rollout_reads_no_tensor_back_to_the_host(tmp_path, monkeypatch):
-    """The CUDA test's property on any machine: while the env steps and the policy acts, no
-    tensor value reaches Python (an `if done.any():` or a `.item()` would be a sync per step)."""
+def test_an_iteration_reads_no_tensor_back_to_the_host(tmp_path, monkeypatch):
+    """The CUDA test's property on any machine: while the env steps and the policy acts, and
+    while PPO updates, no tensor value reaches Python (an `if done.any():` or a `.item()` would
+    be a sync per step)."""
     _, model = fit(tmp_path, epochs=1)
     model.data.train_env.to(model.device)
+    optimizer = model.configure_optimizers()
     reads = []
     for name in HOST_READS:
         original = getattr(torch.Tensor, name)
@@ -263,12 +266,22 @@ def test_the_rollout_reads_no_tensor_back_to_the_host(tmp_path, monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, trapped)
-    rollout, _ = model.collect_rollout()
+    rollout, next_value = model.collect_rollout()
     during_rollout = list(reads)
+    cfg = model.config
+    advantages, returns = compute_gae(
+        rollout.reward, rollout.value, rollout.done, next_value, cfg.gamma, cfg.gae_lambda
+    )
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    for _ in range(2):  # LeanAdamW's first step is torch's, the next its own
+        model.update(optimizer, rollout, advantages, returns)
+    moved = [not torch.equal(b, p) for b, p in zip(before, model.policy.parameters(), strict=True)]
+    during_update = reads[len(during_rollout) :]
     done = rollout.done[-1]
     bool(done.any()), int(done.sum()), done.tolist()  # what the trap must catch
     monkeypatch.undo()
-    assert during_rollout == []
+    assert during_rollout == [] and during_update == []
+    assert all(moved), "the update trained every parameter"
     assert reads == ["__bool__", "__int__", "tolist"]
     assert rollout.reward.shape == (model.config.rollout_steps, model.data.train_env.num_envs)
 
