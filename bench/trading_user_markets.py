@@ -47,6 +47,7 @@ class UserMarket:
     years: float = 20.0
     tails: str = "normal"  # or "t3": Student-t with 3 degrees of freedom, unit variance
     gap: float = 0.3  # overnight gap's standard deviation, in daily volatilities
+    closes_only: bool = False  # write Date and Close alone (an index level, a FRED series)
 
 
 MARKETS = {
@@ -57,12 +58,15 @@ MARKETS = {
     "ar_0.1_30y": UserMarket(0.1, years=30),
     "ar_0.2_vol_3%_8y": UserMarket(0.2, volatility=0.03, years=8),
     "none": UserMarket(0.0),
+    # closes alone: trained with --data.execution close, as casebook's warning advises
+    "ar_0.3_closes_only": UserMarket(0.3, closes_only=True),
 }
 
 
 def user_market(market: UserMarket, seed: int, years: float | None = None) -> pd.DataFrame:
     """Daily bars (Date, Open, High, Low, Close, Volume: capitalized, as data vendors write them)
-    on business days from 2000; volume is a lognormal count that rises with the day's move."""
+    on business days from 2000; volume is a lognormal count that rises with the day's move.
+    A closes-only market keeps Date and Close (drawn from the same random stream)."""
     rng = np.random.default_rng(seed)
     days = int(252 * (years or market.years))
     if market.tails == "t3":
@@ -81,6 +85,8 @@ def user_market(market: UserMarket, seed: int, years: float | None = None) -> pd
     low = np.minimum(open_, close) * np.exp(-wick * np.abs(rng.standard_normal(days)))
     volume = np.round(rng.lognormal(13.0, 0.4, days) * (1 + 5 * np.abs(returns)))
     dates = pd.bdate_range("2000-01-03", periods=days).strftime("%Y-%m-%d")
+    if market.closes_only:
+        return pd.DataFrame({"Date": dates, "Close": close})
     return pd.DataFrame(
         {"Date": dates, "Open": open_, "High": high, "Low": low, "Close": close, "Volume": volume}
     )
@@ -98,7 +104,8 @@ def run_market(name: str, seed: int, extra: list[str], base: Path = ROOT) -> dic
     common = [
         "--config", "configs/ppo_trader.yaml", "--config", "configs/presets/csv.yaml",
         f"--seed_everything={seed}", "--trainer.enable_progress_bar=false",
-        "--data.source=csv", *extra,
+        "--data.source=csv", *(["--data.execution=close"] if MARKETS[name].closes_only else []),
+        *extra,
     ]  # fmt: skip
     fresh = [
         *common, f"--data.path={fresh_path}", "--data.splits.train_share=0.2",
