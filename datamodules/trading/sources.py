@@ -236,7 +236,8 @@ def read_price_csv(path: str | Path) -> PriceBars:
     raise_first_problem(label, first_row, problems)
     rows = first_row + np.arange(len(frame))
     order = dates.to_numpy()
-    if len(order) > 1 and (order[1:] < order[:-1]).all():  # newest first, as some exports are
+    # newest first, as some exports are (a repeated date is then named as a duplicate)
+    if len(order) > 1 and order[0] > order[-1] and (order[1:] <= order[:-1]).all():
         rows, dates = rows[::-1], dates[::-1]
         numbers = {column: values[::-1].copy() for column, values in numbers.items()}
     bars = PriceBars(

@@ -74,6 +74,9 @@ def test_csv_newest_first_is_read_oldest_first_and_errors_name_the_files_row(tmp
     bad = [GOOD_ROWS[2], "2019-01-03,10.5,9,10,10.8,120", "2019-01-02,10,11,9,10.5,-1"]
     with pytest.raises(DataError, match=r"prices\.csv: row 3: high \(9\) is below low \(10\)$"):
         read_price_csv(write_csv(tmp_path, bad))
+    repeated = [GOOD_ROWS[2], GOOD_ROWS[1], GOOD_ROWS[1], GOOD_ROWS[0]]
+    with pytest.raises(DataError, match=r"row 3: duplicate date 2019-01-03 \(same as row 4\)$"):
+        read_price_csv(write_csv(tmp_path, repeated))
     # not monotonic either way: an error naming the first row out of place
     mixed = [GOOD_ROWS[1], GOOD_ROWS[0], GOOD_ROWS[2]]
     with pytest.raises(DataError, match=r"row 3: date 2019-01-02 is earlier than row 2 "):
