@@ -1,6 +1,6 @@
 """The shipped trading config on markets built the way a user would build them, not by casebook.
 
-    .venv/bin/python -m bench.trading_user_markets                 # 7 markets x 2 seeds, ~20 min
+    .venv/bin/python -m bench.trading_user_markets                 # 8 markets x 2 seeds, ~23 min
     .venv/bin/python -m bench.trading_user_markets --quick         # two markets, one seed
     .venv/bin/python -m bench.trading_user_markets --markets ar_0.3 none --seeds 0 1 2
 
@@ -47,7 +47,7 @@ class UserMarket:
     years: float = 20.0
     tails: str = "normal"  # or "t3": Student-t with 3 degrees of freedom, unit variance
     gap: float = 0.3  # overnight gap's standard deviation, in daily volatilities
-    closes_only: bool = False  # write Date and Close alone (an index level, a FRED series)
+    closes_only: bool = False  # write Date and Close alone (an index level)
 
 
 MARKETS = {

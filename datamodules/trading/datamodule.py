@@ -259,12 +259,12 @@ class MarketDataModule(L.LightningDataModule):
     def load_bars(self) -> list[PriceBars]:
         """Every traded asset of every source, with unique names and its context series."""
         bars: list[PriceBars] = []
-        context = tuple(read_price_csv(p) for p in self.context_paths)
+        context = tuple(read_price_csv(p, traded=False) for p in self.context_paths)
         for name in self.sources:
             if name in ARCH_SOURCES:
                 bars.append(load_arch(name))
             elif name == "csv":
-                bars.extend(read_price_csv(p) for p in self.paths)
+                bars.extend(read_price_csv(p, execution=self.execution) for p in self.paths)
             else:
                 bars.extend(synthetic_universe(self.signal, self.synthetic, self.seed))
         seen: dict[str, int] = {}

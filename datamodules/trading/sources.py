@@ -71,22 +71,28 @@ def raise_first_problem(label: str, rows: int | np.ndarray, problems: list[Probl
 
 
 def check_bars(
-    bars: PriceBars, label: str, first_row: int = 1, rows: np.ndarray | None = None
+    bars: PriceBars,
+    label: str,
+    first_row: int = 1,
+    rows: np.ndarray | None = None,
+    derived: tuple[str, ...] = (),
 ) -> PriceBars:
     """Raise `DataError` on the first row that is NaN, non-positive, high < low or out of order.
 
     `rows`: each bar's row in the file when the file's order was not the bars' (newest first).
+    `derived`: price columns copied from the close (a closes-only file), checked as the close.
     """
     rows = first_row + np.arange(len(bars)) if rows is None else rows
+    checked = [c for c in PRICE_COLUMNS if c not in derived]
     problems: list[Problem] = []
-    for column in (*PRICE_COLUMNS, "volume"):
+    for column in (*checked, "volume"):
         values = getattr(bars, column)
         problems.append((np.isnan(values), lambda i, c=column: f"{c} is NaN"))
         problems.append((np.isinf(values), lambda i, c=column: f"{c} is not finite"))
     raise_first_problem(label, rows, problems)
 
     problems = []
-    for column in PRICE_COLUMNS:
+    for column in checked:
         values = getattr(bars, column)
         problems.append(
             (values <= 0, lambda i, c=column, v=values: f"{c} is not positive ({v[i]:g})")
@@ -146,14 +152,17 @@ def _parse_dates(text: pd.Series) -> pd.Series:
     return dates.dt.tz_localize(None).dt.normalize()
 
 
-def read_price_csv(path: str | Path) -> PriceBars:
+def read_price_csv(
+    path: str | Path, traded: bool = True, execution: str = "next_open"
+) -> PriceBars:
     """One asset from a CSV with columns date, open, high, low, close, volume (any case, any order).
 
     Volume may be absent (taken as 0: its feature is flat), and so may open, high and low
     together (each taken as the close); either is warned about. Other columns are ignored. The
     asset is named after the file stem. Rows run oldest first, or newest first throughout (as
     some brokers' and exchanges' exports do; they are reversed); any other order is an error
-    naming the first row out of place.
+    naming the first row out of place. `traded` and `execution` (the datamodule's) only shape
+    the warning's advice: fills at the next open are a day late on closes alone.
     """
     label = str(path)
     path = Path(path)
@@ -173,37 +182,26 @@ def read_price_csv(path: str | Path) -> PriceBars:
             raise DataError(f"{label}: column '{key}' appears twice")
         columns[key] = original
     found = ", ".join(str(c) for c in frame.columns)
-    # Full bars, bars without volume (FX, many indices), or closes alone (index levels, FRED):
-    # what is absent is filled, and said; a partial open/high/low set is a typo, refused.
+    # Full bars, bars without volume (FX, many indices), or closes alone (index levels): what is
+    # absent is filled, and said; a partial open/high/low set is a typo, refused.
     bars_given = [c for c in ("open", "high", "low") if c in columns]
     required = ["date", "close", *(("open", "high", "low") if bars_given else ())]
     for name in required:
         if name not in columns:
             raise DataError(f"{label}: missing column '{name}' (found: {found})")
+    present = [c for c in CSV_COLUMNS if c in columns]
     absent = [c for c in CSV_COLUMNS if c not in columns]
-    frame = frame[[columns[c] for c in CSV_COLUMNS if c in columns]].fillna("")
-    frame.columns = [c for c in CSV_COLUMNS if c in columns]
-    for name in absent:
-        frame[name] = frame["close"] if name != "volume" else "0"
-    frame = frame[list(CSV_COLUMNS)]
-    if absent:
-        uses = []
-        if not bars_given:
-            uses.append(
-                "the close as open, high and low (a fill at the next open is then one at the next"
-                " close, a day late: --data.execution close fills at the decision day's close)"
-            )
-        if "volume" in absent:
-            uses.append("volume 0 (a flat volume feature)")
-        rank_zero_warn(
-            f"{label}: no {'/'.join(absent)} column (found: {found}); using {' and '.join(uses)}"
-        )
+    frame = frame[[columns[c] for c in present]].fillna("")
+    frame.columns = present
     frame = frame.apply(lambda column: column.str.strip())
     # A blank line at the very end is an editor artefact, not a NaN row.
     filled = (frame != "").any(axis=1).to_numpy()
     frame = frame.iloc[: (np.flatnonzero(filled)[-1] + 1) if filled.any() else 0]
     if len(frame) == 0:
         raise DataError(f"{label}: no data rows")
+    for name in absent:
+        frame[name] = frame["close"] if name != "volume" else "0"
+    frame = frame[list(CSV_COLUMNS)]
 
     first_row = 2  # the header is row 1
     problems: list[Problem] = []
@@ -236,11 +234,33 @@ def read_price_csv(path: str | Path) -> PriceBars:
     raise_first_problem(label, first_row, problems)
     rows = first_row + np.arange(len(frame))
     order = dates.to_numpy()
-    # newest first, as some exports are (a repeated date is then named as a duplicate)
-    if len(order) > 1 and order[0] > order[-1] and (order[1:] <= order[:-1]).all():
+    if len(order) > 1 and order[0] > order[-1]:  # newest first, as some exports are
+        later = np.flatnonzero(order[1:] > order[:-1])
+        if len(later):
+            i = int(later[0]) + 1
+            day = [str(pd.Timestamp(order[j]).date()) for j in (i, i - 1)]
+            raise DataError(
+                f"{label}: row {first_row + i}: date {day[0]} is later than row {first_row + i - 1}"
+                f" ({day[1]}) in a file that runs newest first; sort rows by date"
+            )
+        # (a repeated date is then named as a duplicate by check_bars)
         rows, dates = rows[::-1], dates[::-1]
         numbers = {column: values[::-1].copy() for column, values in numbers.items()}
     bars = PriceBars(
         name=path.stem, dates=pd.DatetimeIndex(dates).as_unit("ns"), **numbers, origin=label
     )
-    return check_bars(bars, label, rows=rows)
+    bars = check_bars(bars, label, rows=rows, derived=tuple(c for c in absent if c != "volume"))
+    if absent:
+        uses = ["the close as open, high and low"] if not bars_given else []
+        uses += ["volume 0 (a flat volume feature)"] if "volume" in absent else []
+        advice = ""
+        if not bars_given and traded and execution == "next_open":
+            advice = (
+                ": a fill at the next open is then one at the next close, a day late;"
+                " --data.execution close fills at the decision day's close"
+            )
+        rank_zero_warn(
+            f"{label}: no {'/'.join(absent)} column (found: {found}); using"
+            f" {' and '.join(uses)}{advice}"
+        )
+    return bars

@@ -240,7 +240,7 @@ class TemporalConvPolicy(TradingPolicy):
             continuous: a Gaussian position instead of discrete actions (from the data).
             width: channels of the residual trunk. 24 and `expansion` 1, as
                 configs/ppo_trader.yaml ships (32 and 2 until 2026-12-07: 1.4x the cost of a
-                PPO minibatch, the same learning; bench/README.md, "Defaults that learn").
+                PPO minibatch, learning no worse; bench/README.md, "Defaults that learn").
             depth: residual blocks.
             time_patch: days per time patch of the stem (the window is padded to a multiple).
             kernel_size: patches each depthwise convolution spans (odd).
@@ -378,9 +378,7 @@ class SquareConvPolicy(TradingPolicy):
             observation_shape: (channels, window, features) of the market tensor (from the data).
             num_actions: 3, 2 or 1 (continuous; from the data).
             continuous: a Gaussian position instead of discrete actions (from the data).
-            width: channels of the residual trunk. 24 and `expansion` 1, as
-                configs/ppo_trader.yaml ships (32 and 2 until 2026-12-07: 1.4x the cost of a
-                PPO minibatch, the same learning; bench/README.md, "Defaults that learn").
+            width: channels of the residual trunk.
             depth: residual blocks.
             norm: group, layer, batch or none.
             coord_channels: add CoordConv maps along time and features.

@@ -1,6 +1,8 @@
 """Sources: the arch data sets and CSV parsing with one-line errors (the planted-edge family:
 test_synthetic.py)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,9 @@ def test_csv_newest_first_is_read_oldest_first_and_errors_name_the_files_row(tmp
     repeated = [GOOD_ROWS[2], GOOD_ROWS[1], GOOD_ROWS[1], GOOD_ROWS[0]]
     with pytest.raises(DataError, match=r"row 3: duplicate date 2019-01-03 \(same as row 4\)$"):
         read_price_csv(write_csv(tmp_path, repeated))
+    stray = ["2019-01-07,11,12,10,11.5,80", GOOD_ROWS[1], GOOD_ROWS[2], GOOD_ROWS[0]]
+    with pytest.raises(DataError, match=r"row 4: date 2019-01-04 is later than row 3 \(2019"):
+        read_price_csv(write_csv(tmp_path, stray))
     # not monotonic either way: an error naming the first row out of place
     mixed = [GOOD_ROWS[1], GOOD_ROWS[0], GOOD_ROWS[2]]
     with pytest.raises(DataError, match=r"row 3: date 2019-01-02 is earlier than row 2 "):
@@ -114,8 +119,24 @@ def test_csv_without_volume_or_with_closes_alone_is_filled_and_said(tmp_path):
         bars = read_price_csv(write_csv(tmp_path, closes, header="date,close"))
     for column in ("open", "high", "low"):
         np.testing.assert_array_equal(getattr(bars, column), full.close)
-    # a bad close is named as the close, in the file's row
-    closes[1] = "2019-01-03,abc"
-    bad_close = pytest.raises(DataError, match=r"row 3: close is not a number \('abc'\)$")
-    with bad_close, pytest.warns(UserWarning, match="no open/high/low/volume column"):
-        read_price_csv(write_csv(tmp_path, closes, header="date,close"))
+    # the advice only where it applies: fills at the close already, or a series not traded
+    for options in ({"execution": "close"}, {"traded": False}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read_price_csv(write_csv(tmp_path, closes, header="date,close"), **options)
+        assert len(caught) == 1 and "close as open" in str(caught[0].message)
+        assert "--data.execution" not in str(caught[0].message)
+    # a trailing blank line is still an editor's, with columns filled
+    path = write_csv(tmp_path, closes, header="date,close")
+    path.write_text(path.read_text() + "\n")
+    with pytest.warns(UserWarning, match="no open/high/low/volume column"):
+        assert len(read_price_csv(path)) == 3
+    # a bad close is named as the close (not as its copies), in the file's row, and no warning
+    # precedes the error
+    for bad, expected in (("abc", r"not a number \('abc'\)"), ("-1", r"not positive \(-1\)"),
+                          ("inf", "not finite")):  # fmt: skip
+        closes[1] = f"2019-01-03,{bad}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(DataError, match=rf"row 3: close is {expected}$"):
+                read_price_csv(write_csv(tmp_path, closes, header="date,close"))

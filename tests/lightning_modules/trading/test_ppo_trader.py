@@ -5,6 +5,7 @@ ensembles average what they should, and bad input is one line."""
 import csv
 import json
 import re
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -13,11 +14,11 @@ import pytest
 import torch
 import yaml
 from casebook_runner import casebook
+from torch.overrides import TorchFunctionMode
 
 from datamodules.trading import MarketDataModule, SyntheticMarket, write_market_csv
 from lightning_modules.trading import A2CTrader, PPOConfig, PPOTrader, TemporalConvPolicy
 from lightning_modules.trading.evaluation import backtest_positions, ensemble_weights
-from lightning_modules.trading.ppo import compute_gae
 
 REPO = Path(__file__).resolve().parents[3]
 # A small planted market (10 years, AR(1) 0.4 momentum) and the shipped config's policy (read
@@ -34,7 +35,16 @@ SMALL_AGENT = dict(
 )
 
 
-def fit(tmp_path, signal="momentum", strength=0.4, epochs=6, agent=PPOTrader, seed=0, **data):
+def fit(
+    tmp_path,
+    signal="momentum",
+    strength=0.4,
+    epochs=6,
+    agent=PPOTrader,
+    seed=0,
+    callbacks=(),
+    **data,
+):
     """Fit on a planted market; returns (trainer, model) with the last epoch's policy, the one
     configs/ppo_trader.yaml keeps (its deep_lr_ratio too)."""
     L.seed_everything(seed)
@@ -56,6 +66,7 @@ def fit(tmp_path, signal="momentum", strength=0.4, epochs=6, agent=PPOTrader, se
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=tmp_path,
+        callbacks=list(callbacks),
     )
     trainer.fit(model, datamodule)
     return trainer, model
@@ -245,45 +256,60 @@ def test_a_module_built_in_python_saves_a_checkpoint_a_safe_load_reads(tmp_path,
     assert checkpoint["datamodule_hyper_parameters"]["synthetic"]["days"] == 2500
 
 
-# Every way Python code reads a tensor's value back to the host (each a device sync on CUDA).
-HOST_READS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__float__", "__int__",
-              "__index__")  # fmt: skip
+# What reads a tensor's value back to Python (a device sync on CUDA): the value methods, and the
+# functions whose output size depends on the values (boolean-mask indexing, nonzero, ...).
+VALUE_READS = {"item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__",
+               "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "equal",
+               "is_nonzero", "allclose", "repeat_interleave", "bincount"}  # fmt: skip
 
 
-def test_an_iteration_reads_no_tensor_back_to_the_host(tmp_path, monkeypatch):
-    """The CUDA test's property on any machine: while the env steps and the policy acts, and
-    while PPO updates, no tensor value reaches Python (an `if done.any():` or a `.item()` would
-    be a sync per step)."""
-    _, model = fit(tmp_path, epochs=1)
-    model.data.train_env.to(model.device)
-    optimizer = model.configure_optimizers()
-    reads = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
+class HostReads(TorchFunctionMode):
+    """Records every tensor call that reads values back to the host, with its caller's line."""
 
-        def trapped(self, *args, _name=name, _original=original, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
 
-        monkeypatch.setattr(torch.Tensor, name, trapped)
-    rollout, next_value = model.collect_rollout()
-    during_rollout = list(reads)
-    cfg = model.config
-    advantages, returns = compute_gae(
-        rollout.reward, rollout.value, rollout.done, next_value, cfg.gamma, cfg.gae_lambda
-    )
-    before = [p.detach().clone() for p in model.policy.parameters()]
-    for _ in range(2):  # LeanAdamW's first step is torch's, the next its own
-        model.update(optimizer, rollout, advantages, returns)
-    moved = [not torch.equal(b, p) for b, p in zip(before, model.policy.parameters(), strict=True)]
-    during_update = reads[len(during_rollout) :]
-    done = rollout.done[-1]
-    bool(done.any()), int(done.sum()), done.tolist()  # what the trap must catch
-    monkeypatch.undo()
-    assert during_rollout == [] and during_update == []
-    assert all(moved), "the update trained every parameter"
-    assert reads == ["__bool__", "__int__", "tolist"]
-    assert rollout.reward.shape == (model.config.rollout_steps, model.data.train_env.num_envs)
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        index = args[1] if name == "__getitem__" and len(args) > 1 else None
+        indices = index if isinstance(index, tuple) else (index,)
+        if (
+            name in VALUE_READS
+            or (name == "where" and len(args) == 1)
+            or any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
+        ):
+            caller = sys._getframe(1)
+            self.reads.append(f"{name} at {Path(caller.f_code.co_filename).name}:{caller.f_lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+class TrapTrainingSteps(L.Callback):
+    """HostReads over each whole training step: rollout, GAE, the PPO update through Lightning's
+    optimizer and the clipping hook, and the logging; plus one planted read per step."""
+
+    def __init__(self) -> None:
+        self.mode, self.steps = HostReads(), 0
+
+    def on_train_batch_start(self, *args) -> None:
+        self.mode.__enter__()
+        self.steps += 1
+        bool(torch.ones(()))  # planted: shows the trap is live in every step
+
+    def on_train_batch_end(self, *args) -> None:
+        self.mode.__exit__(None, None, None)
+
+
+def test_a_training_step_reads_no_tensor_back_to_the_host(tmp_path):
+    """The CUDA test's property on any machine: while the env steps, the policy acts and PPO
+    updates, no tensor value reaches Python (an `if done.any():`, a `.item()` or a `reward[done]`
+    would each be a sync per step on a GPU)."""
+    trap = TrapTrainingSteps()
+    fit(tmp_path, epochs=1, callbacks=[trap])
+    assert trap.steps == SMALL_MARKET["iterations_per_epoch"]
+    planted = f"__bool__ at {Path(__file__).name}"
+    assert [read for read in trap.mode.reads if not read.startswith(planted)] == []
+    assert len(trap.mode.reads) == trap.steps
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (none on this machine)")
