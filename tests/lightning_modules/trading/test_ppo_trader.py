@@ -43,6 +43,7 @@ def fit(
     agent=PPOTrader,
     seed=0,
     callbacks=(),
+    policy=None,
     **data,
 ):
     """Fit on a planted market; returns (trainer, model) with the last epoch's policy, the one
@@ -56,7 +57,7 @@ def fit(
         observation_shape=datamodule.observation_shape,
         num_actions=datamodule.num_actions,
         action_mode=datamodule.action_mode,
-        **SMALL_AGENT,
+        **(SMALL_AGENT | ({"policy": policy} if policy else {})),
     )
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -249,10 +250,14 @@ def test_missing_csv_path_is_one_line_naming_the_path(cli_env, tmp_path):
 
 @pytest.mark.parametrize("policy", [partial(TemporalConvPolicy, width=8)])
 def test_a_module_built_in_python_saves_a_checkpoint_a_safe_load_reads(tmp_path, policy):
-    trainer, model = fit(tmp_path, epochs=1, iterations_per_epoch=1)
+    trainer, model = fit(tmp_path, epochs=1, iterations_per_epoch=1, policy=policy)
     trainer.save_checkpoint(tmp_path / "agent.ckpt")
     checkpoint = torch.load(tmp_path / "agent.ckpt", weights_only=True)  # no pickled classes
     assert checkpoint["hyper_parameters"]["policy"]["class_path"].endswith("TemporalConvPolicy")
+    assert checkpoint["hyper_parameters"]["policy"]["init_args"] == {"width": 8}
+    loaded = PPOTrader.load_from_checkpoint(tmp_path / "agent.ckpt").state_dict()
+    assert loaded.keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
     assert checkpoint["datamodule_hyper_parameters"]["synthetic"]["days"] == 2500
 
 
