@@ -915,7 +915,8 @@ def main() -> None:
     args = parser.parse_args()
     args.budgets = sorted(args.budgets or ([0.1, 0.25] if args.quick else [1, 2, 5, 10]))
     # 0.25 s, or 5% of the smallest budget if less: casebook learns a planted edge in 2-3
-    # iterations (~0.2 s each), which a coarser interval would stamp with the interval itself
+    # iterations (~0.2 s each on one thread of an AMD EPYC, avx2/avx512_vnni, 2026-12-07), which
+    # a coarser interval would stamp with the interval itself
     args.eval_seconds = args.eval_seconds or min(0.25, 3.0 * min(args.budgets))
     repeats = args.repeats or (3 if args.quick else 5)
     block_seconds = args.block_seconds or (0.3 if args.quick else 0.5)

@@ -49,19 +49,19 @@ class PriceBars:
 Problem = tuple[np.ndarray, Callable[[int], str]]
 
 
-def raise_first_problem(label: str, rows: int | np.ndarray, problems: list[Problem]) -> None:
+def raise_first_problem(label: str, rows: np.ndarray, problems: list[Problem]) -> None:
     """Raise for the flagged row nearest the top of the file; on a tie the problem listed first
     wins.
 
-    Each problem is (mask over rows, function of the row's index returning its description).
-    `rows` is each index's row in the file, or the first index's row when they run in file order.
+    Each problem is (mask over rows, function of the row's index returning its description);
+    `rows` is each index's row in the file.
     """
     best: tuple[int, int, int] | None = None  # (file row, problem, index)
     for order, (mask, _) in enumerate(problems):
         hits = np.flatnonzero(mask)
         if not len(hits):
             continue
-        numbers = rows + hits if isinstance(rows, int) else rows[hits]
+        numbers = rows[hits]
         top = int(np.argmin(numbers))
         if best is None or numbers[top] < best[0]:
             best = (int(numbers[top]), order, int(hits[top]))
@@ -199,11 +199,8 @@ def read_price_csv(
     frame = frame.iloc[: (np.flatnonzero(filled)[-1] + 1) if filled.any() else 0]
     if len(frame) == 0:
         raise DataError(f"{label}: no data rows")
-    for name in absent:
-        frame[name] = frame["close"] if name != "volume" else "0"
-    frame = frame[list(CSV_COLUMNS)]
 
-    first_row = 2  # the header is row 1
+    rows = 2 + np.arange(len(frame))  # the header is row 1
     problems: list[Problem] = []
     raw_dates = frame["date"].to_numpy()
     dates = _parse_dates(frame["date"])
@@ -215,12 +212,10 @@ def read_price_csv(
         )
     )
     numbers = {}
-    for column in CSV_COLUMNS[1:]:
+    for column in present[1:]:
         raw = frame[column]
         text = raw.to_numpy()
         numbers[column] = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-        if column in absent:  # a copy of the close (checked as the close) or zeros
-            continue
         empty = text == ""
         literal_nan = raw.str.lower().isin(["nan", "na", "n/a", "null", "none"]).to_numpy()
         problems.append((empty, lambda i, c=column: f"{c} is missing"))
@@ -231,8 +226,9 @@ def read_price_csv(
                 lambda i, c=column, t=text: f"{c} is not a number ({t[i]!r})",
             )
         )
-    raise_first_problem(label, first_row, problems)
-    rows = first_row + np.arange(len(frame))
+    raise_first_problem(label, rows, problems)
+    for name in absent:  # copies of the close (checked as the close), or no volume
+        numbers[name] = numbers["close"].copy() if name != "volume" else np.zeros(len(frame))
     order = dates.to_numpy()
     if len(order) > 1 and order[0] > order[-1]:  # newest first, as some exports are
         later = np.flatnonzero(order[1:] > order[:-1])
@@ -240,7 +236,7 @@ def read_price_csv(
             i = int(later[0]) + 1
             day = [str(pd.Timestamp(order[j]).date()) for j in (i, i - 1)]
             raise DataError(
-                f"{label}: row {first_row + i}: date {day[0]} is later than row {first_row + i - 1}"
+                f"{label}: row {rows[i]}: date {day[0]} is later than row {rows[i - 1]}"
                 f" ({day[1]}) in a file that runs newest first; sort rows by date"
             )
         # (a repeated date is then named as a duplicate by check_bars)

@@ -240,7 +240,8 @@ class TemporalConvPolicy(TradingPolicy):
             continuous: a Gaussian position instead of discrete actions (from the data).
             width: channels of the residual trunk. 24 and `expansion` 1, as
                 configs/ppo_trader.yaml ships (32 and 2 until 2026-12-07: 1.4x the cost of a
-                PPO minibatch, learning no worse; bench/README.md, "Defaults that learn").
+                PPO minibatch on one thread of an AMD EPYC with avx2/avx512_vnni, no AMX;
+                learning no worse; bench/README.md, "Defaults that learn").
             depth: residual blocks.
             time_patch: days per time patch of the stem (the window is padded to a multiple).
             kernel_size: patches each depthwise convolution spans (odd).
