@@ -48,7 +48,7 @@ def fit(
     **data,
 ):
     """Fit on a planted market; returns (trainer, model) with the last epoch's policy, the one
-    configs/ppo_trader.yaml keeps (its deep_lr_ratio too)."""
+    configs/ppo_trader.yaml keeps."""
     L.seed_everything(seed)
     market = SyntheticMarket(days=2500, strength=strength)
     datamodule = MarketDataModule(
